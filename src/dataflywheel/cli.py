@@ -1,0 +1,146 @@
+"""The ``flywheel`` command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from dataflywheel.io import FILE_TYPES, FORMATS
+
+app = typer.Typer(help="dataflywheel: select, enhance and synthesize LLM post-training data.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+out = Console()
+err = Console(stderr=True)
+
+USAGE_ERROR = 2
+
+
+def _fail(message: str, code: int = USAGE_ERROR) -> None:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run directory (default: the recipe's output.dir)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last finished step."),
+    force: bool = typer.Option(False, "--force", help="Start over in a run directory that already holds a run."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run a recipe: read, apply every step, write the output, rejects and manifest."""
+    from dataflywheel.pipeline import LocalExecutor, RecipeError, RunError, load_recipe
+
+    try:
+        parsed = load_recipe(recipe)
+    except RecipeError as e:
+        _fail(str(e))
+    executor = LocalExecutor(parsed, output, quiet=quiet)
+    try:
+        manifest = executor.execute(resume=resume, force=force)
+    except RunError as e:
+        _fail(str(e))
+    totals = manifest["totals"]
+    out.print(f"read {totals['read']}, kept {totals['output']}, rejected {totals['rejected']}"
+              + (f", generated {totals['generated']}" if totals["generated"] else ""), highlight=False)
+    out.print(f"output:   {manifest['output']['path']}", highlight=False)
+    out.print(f"rejected: {executor.run.rejected}", highlight=False)
+    out.print(f"manifest: {executor.run.manifest_path}", highlight=False)
+
+
+@app.command()
+def ops(name: Optional[str] = typer.Argument(None, help="Show one operator in full.")) -> None:
+    """List every operator with its one-line doc and config fields; NAME shows one in full."""
+    from dataflywheel.ops.catalog_view import describe_operator, operator_rows
+
+    if name:
+        try:
+            out.print(describe_operator(name), highlight=False, markup=False)
+        except KeyError as e:
+            _fail(e.args[0])
+        return
+    for name, kind, summary, config in operator_rows():
+        typer.echo(f"{name:<28} {kind:<9} {summary}")
+        typer.echo(f"{'':<28} config: {config or '(none)'}")
+
+
+@app.command()
+def convert(
+    source: Path = typer.Argument(..., help="Input file or Hugging Face dataset dir."),
+    target: Path = typer.Argument(..., help="Output file (type from the suffix) or dataset dir."),
+    to: str = typer.Option("auto", "--to", help=f"Output format: auto (TRL training format) or one of {', '.join(FORMATS)}."),
+    from_format: Optional[str] = typer.Option(None, "--from", help="Input format (default: detect)."),
+    file_type: Optional[str] = typer.Option(None, "--file-type", help=f"Output container: {', '.join(FILE_TYPES)}."),
+    rejects: Optional[Path] = typer.Option(None, "--rejects", help="Where unreadable rows go (default: TARGET.rejects.jsonl)."),
+) -> None:
+    """Convert a dataset between formats and containers; unreadable rows go to a rejects file."""
+    from dataflywheel.io import ReadReject, read_records, write_records
+    from dataflywheel.io.files import write_rows
+    from dataflywheel.records import RecordError
+
+    if to != "auto" and to not in FORMATS:
+        _fail(f"unknown format {to!r}; use auto or one of {', '.join(FORMATS)}")
+    if from_format and from_format not in FORMATS:
+        _fail(f"unknown format {from_format!r}; use one of {', '.join(FORMATS)}")
+    bad: list[dict] = []
+
+    def good():
+        for item in read_records(source, from_format):
+            if isinstance(item, ReadReject):
+                bad.append({"source": item.source, "reason": item.reason, "raw": item.raw})
+            else:
+                yield item
+    try:
+        count = write_records(good(), target, to, file_type)
+    except (FileNotFoundError, ValueError, RecordError) as e:
+        _fail(str(e))
+    out.print(f"wrote {count} records to {target}", highlight=False)
+    if bad:
+        path = rejects or target.with_name(target.name + ".rejects.jsonl")
+        write_rows(bad, path, "jsonl")
+        err.print(f"{len(bad)} unreadable rows (with line and reason) in {path}", highlight=False)
+
+
+@app.command()
+def inspect(
+    path: Path = typer.Argument(..., help="Dataset file, dataset dir, or a run directory."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="Input format (default: detect)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Counts, formats, length statistics and score columns of a dataset."""
+    from dataflywheel.inspect_data import dataset_stats
+    from dataflywheel.records import RecordError
+
+    if (path / "manifest.json").exists():
+        path = Path(json.loads((path / "manifest.json").read_text())["output"]["path"])
+    try:
+        stats = dataset_stats(path, fmt)
+    except (FileNotFoundError, ValueError, RecordError) as e:
+        _fail(str(e))
+    if as_json:
+        out.print_json(data=stats)
+        return
+    table = Table(show_header=False, box=None)
+    for key in ("path", "file_type", "format", "records", "unreadable", "preference_records"):
+        table.add_row(key, str(stats[key]))
+    for key in ("instruction_words", "response_words"):
+        table.add_row(key, "  ".join(f"{k} {v}" for k, v in stats[key].items()))
+    for name, summary in stats["scores"].items():
+        table.add_row(f"score {name}", "  ".join(f"{k} {v}" for k, v in summary.items()))
+    if stats["fields"]:
+        table.add_row("other fields", ", ".join(stats["fields"]))
+    out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""File containers: stream rows out of JSONL, JSON, Parquet, CSV and Hugging Face dataset dirs.
+
+Each reader yields ``(position, row_or_error)``: a dict, or a RecordError saying why that row could not
+be read. Nothing is skipped silently. JSONL, Parquet, CSV and dataset dirs stream; a JSON array is
+parsed whole (use JSONL for large data).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from dataflywheel.records import RecordError
+
+FILE_TYPES = ("jsonl", "json", "parquet", "csv", "hf")
+# Columns that hold nested values; CSV cells carry them as JSON text.
+NESTED_CSV_COLUMNS = ("messages", "conversations", "chosen", "rejected", "prompt", "scores", "meta")
+
+Row = tuple[str, "dict | RecordError"]
+
+
+def detect_file_type(path: str | Path) -> str:
+    path = Path(path)
+    if path.is_dir():
+        if (path / "dataset_info.json").exists() or (path / "state.json").exists() or (path / "dataset_dict.json").exists():
+            return "hf"
+        raise RecordError(f"{path} is a directory but not a Hugging Face dataset (no dataset_info.json)")
+    name = path.name.lower().removesuffix(".gz")
+    for suffix, kind in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "json"), (".parquet", "parquet"),
+                         (".pq", "parquet"), (".csv", "csv")):
+        if name.endswith(suffix):
+            return kind
+    raise RecordError(f"cannot tell the file type of {path.name}; pass one of {', '.join(FILE_TYPES)}")
+
+
+def _open_binary(path: Path):
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+
+
+def _iter_jsonl(path: Path) -> Iterator[Row]:
+    with _open_binary(path) as handle:
+        for number, raw in enumerate(handle, start=1):
+            where = f"{path.name}:{number}"
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield where, RecordError(f"invalid UTF-8 at byte {err.start} of the line")
+                continue
+            if not text.strip():
+                continue
+            try:
+                yield where, json.loads(text)
+            except json.JSONDecodeError as err:
+                yield where, RecordError(f"invalid JSON: {err.msg} at column {err.colno}")
+
+
+def _iter_json(path: Path) -> Iterator[Row]:
+    with _open_binary(path) as handle:
+        data = handle.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        yield f"{path.name}:byte {err.start}", RecordError(f"invalid UTF-8 at byte {err.start}; the JSON file cannot be read")
+        return
+    if not text.strip():
+        return
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        yield f"{path.name}:{err.lineno}", RecordError(f"invalid JSON: {err.msg} at line {err.lineno} column {err.colno}")
+        return
+    if isinstance(value, dict):  # a single object, or {"data": [...]} style containers
+        rows = value.get("data") if isinstance(value.get("data"), list) else [value]
+    elif isinstance(value, list):
+        rows = value
+    else:
+        yield f"{path.name}:1", RecordError(f"a JSON file must hold an array of objects, got {type(value).__name__}")
+        return
+    for index, row in enumerate(rows):
+        yield f"{path.name}[{index}]", row
+
+
+def _iter_parquet(path: Path) -> Iterator[Row]:
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    index = 0
+    for batch in parquet.iter_batches(batch_size=1024):
+        for row in batch.to_pylist():
+            yield f"{path.name}[{index}]", row
+            index += 1
+
+
+def _decode_cell(key: str, cell: str) -> Any:
+    if key in NESTED_CSV_COLUMNS and cell[:1] in "[{":
+        return json.loads(cell)
+    return cell
+
+
+def _has_bad_bytes(row: dict) -> bool:
+    return any(isinstance(v, str) and _SURROGATE.search(v) for v in row.values())
+
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def _iter_csv(path: Path) -> Iterator[Row]:
+    csv.field_size_limit(sys.maxsize)
+    # surrogateescape keeps the stream going past bad bytes, so each bad row becomes its own reject
+    with io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+        reader = csv.DictReader(handle)
+        for row in reader:
+            where = f"{path.name}:{reader.line_num}"
+            if None in row:
+                yield where, RecordError("the row has more cells than the header")
+            elif _has_bad_bytes(row):
+                yield where, RecordError("invalid UTF-8 bytes in the row")
+            else:
+                try:
+                    yield where, {k: _decode_cell(k, v) for k, v in row.items() if v is not None}
+                except json.JSONDecodeError as err:
+                    yield where, RecordError(f"invalid JSON in a nested cell: {err.msg}")
+
+
+def _iter_hf(path: Path) -> Iterator[Row]:
+    from datasets import load_from_disk
+
+    dataset = load_from_disk(str(path))
+    if hasattr(dataset, "keys"):  # a DatasetDict: read every split in order
+        for split in dataset.keys():
+            for index, row in enumerate(dataset[split]):
+                yield f"{path.name}/{split}[{index}]", row
+        return
+    for index, row in enumerate(dataset):
+        yield f"{path.name}[{index}]", row
+
+
+ITERATORS = {"jsonl": _iter_jsonl, "json": _iter_json, "parquet": _iter_parquet, "csv": _iter_csv, "hf": _iter_hf}
+
+
+def iter_rows(path: str | Path, file_type: str | None = None) -> Iterator[Row]:
+    """Yield ``(position, row_or_error)`` for every row of a file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"input not found: {path}")
+    kind = file_type or detect_file_type(path)
+    if kind not in ITERATORS:
+        raise ValueError(f"unknown file type {kind!r}; use one of {', '.join(FILE_TYPES)}")
+    yield from ITERATORS[kind](path)
+
+
+def write_rows(rows: Iterable[dict], path: str | Path, file_type: str | None = None) -> int:
+    """Write rows to ``path`` (file type from the suffix unless given); return the row count.
+
+    JSONL is written as a stream; the other containers are built in memory."""
+    path = Path(path)
+    kind = file_type or detect_file_type_for_writing(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "jsonl":
+        opener = gzip.open if path.name.endswith(".gz") else open
+        count = 0
+        with opener(path, "wt", encoding="utf-8", newline="\n") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                count += 1
+        return count
+    rows = list(rows)
+    if kind == "json":
+        path.write_text(json.dumps(rows, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    elif kind == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    elif kind == "csv":
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        with open(path, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v
+                                 for k, v in row.items()})
+    elif kind == "hf":
+        from datasets import Dataset
+
+        Dataset.from_list(rows).save_to_disk(str(path))
+    else:
+        raise ValueError(f"unknown file type {kind!r}; use one of {', '.join(FILE_TYPES)}")
+    return len(rows)
+
+
+def detect_file_type_for_writing(path: Path) -> str:
+    try:
+        return detect_file_type(path) if not path.is_dir() else "hf"
+    except RecordError:
+        if not path.suffix:
+            return "hf"
+        raise

@@ -1,0 +1,37 @@
+"""Per-step progress bars (rich), silenced by ``quiet``."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class StepProgress:
+    """One bar per step; ``with progress.step(name, total) as advance: advance(n)``."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self._progress = None if quiet else Progress(
+            TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=Console(stderr=True))
+
+    def __enter__(self) -> "StepProgress":
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    @contextmanager
+    def step(self, name: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        if self._progress is None:
+            yield lambda n: None
+            return
+        task = self._progress.add_task(name, total=total)
+        yield lambda n: self._progress.advance(task, n)
+        self._progress.update(task, total=self._progress.tasks[task].completed)

@@ -1,0 +1,141 @@
+"""Recipes: YAML naming the input, the output, the models and the ordered steps.
+
+The whole recipe is validated before any work starts; every problem is reported in one RecipeError
+that names the step and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dataflywheel.io import FILE_TYPES, FORMATS
+from dataflywheel.ops.base import Operator
+from dataflywheel.ops.registry import get_operator, load_plugins
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message names the step and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputSpec(_Strict):
+    path: str
+    format: Literal[("auto",) + FORMATS] = "auto"
+    file_type: Literal[("auto",) + FILE_TYPES] = "auto"
+
+
+class OutputSpec(_Strict):
+    dir: str = "runs/run"
+    file: str = "output.jsonl"
+    format: Literal[("auto",) + FORMATS] = "auto"
+    with_scores: bool = True
+    with_meta: bool = True
+    with_id: bool = True
+
+
+class StepSpec(_Strict):
+    op: str
+    name: str
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class Recipe(_Strict):
+    input: InputSpec
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    plugins: list[str] = Field(default_factory=list)
+    seed: int = 0
+    batch_size: int = Field(default=256, ge=1)
+    models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    steps: list[StepSpec] = Field(default_factory=list)
+
+    def fingerprint(self) -> str:
+        """Hash of what decides the output (not the output location), to refuse resuming a changed recipe."""
+        decisive = self.model_dump(exclude={"output": {"dir"}})
+        return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:16]
+
+    def build_operators(self, context) -> list[Operator]:
+        ops = []
+        for step in self.steps:
+            cls = get_operator(step.op)
+            ops.append(cls(cls.Config(**step.config), context))
+        return ops
+
+
+def _field_errors(err: ValidationError) -> list[str]:
+    out = []
+    for item in err.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(config)"
+        out.append(f"field '{where}': {item['msg']}")
+    return out
+
+
+def _parse_steps(raw_steps: Any, problems: list[str]) -> list[dict]:
+    if not isinstance(raw_steps, list):
+        problems.append("'steps' must be a list of {op: NAME, ...config}")
+        return []
+    steps, names = [], set()
+    for number, raw in enumerate(raw_steps, start=1):
+        if not isinstance(raw, dict) or "op" not in raw:
+            problems.append(f"step {number}: must be a mapping with an 'op' key, got {raw!r}")
+            continue
+        raw = dict(raw)
+        op_name = raw.pop("op")
+        label = f"step {number} ({op_name})"
+        name = str(raw.pop("name", None) or op_name.split(".")[-1])
+        if name in names:
+            name = f"{name}_{number}"
+        names.add(name)
+        try:
+            cls = get_operator(op_name)
+        except KeyError as err:
+            problems.append(f"{label}: {err.args[0]}")
+            continue
+        try:
+            cls.Config(**raw)
+        except ValidationError as err:
+            problems.extend(f"{label}: {msg}" for msg in _field_errors(err))
+            continue
+        steps.append({"op": op_name, "name": name, "config": raw})
+    return steps
+
+
+def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
+    """Validate a recipe mapping; raise RecipeError listing every problem."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe must be a mapping with input, output and steps")
+    problems: list[str] = []
+    data = dict(data)
+    try:
+        load_plugins(list(data.get("plugins") or []))
+    except (ImportError, TypeError) as err:
+        raise RecipeError(f"{source}: cannot import plugin: {err}") from err
+    steps = _parse_steps(data.pop("steps", []), problems)
+    try:
+        recipe = Recipe(**data, steps=steps)
+    except ValidationError as err:
+        problems.extend(f"recipe: {msg}" for msg in _field_errors(err))
+        recipe = None
+    if problems:
+        raise RecipeError(f"{source}: " + ("\n  ".join([""] + problems) if len(problems) > 1 else problems[0]))
+    return recipe
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a YAML recipe file."""
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError(f"recipe not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path}: invalid YAML: {err}") from err
+    return parse_recipe(data, str(path))

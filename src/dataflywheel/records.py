@@ -1,0 +1,138 @@
+"""The record: one JSON-serialisable dict that flows through every step.
+
+Fields: ``id`` (content hash), ``messages`` (OpenAI chat turns), optional ``chosen`` / ``rejected``
+(competing final assistant turns of a preference record), ``meta``, ``scores`` and ``lineage``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+ROLES = ("system", "user", "assistant")
+RECORD_FIELDS = ("id", "messages", "chosen", "rejected", "meta", "scores", "lineage")
+
+
+class RecordError(ValueError):
+    """A record (or a source row) that does not fit the schema; the message says why."""
+
+
+def record_id(record: dict) -> str:
+    """Stable content hash of the text fields: same text, same id, on every machine."""
+    content = {k: record.get(k) for k in ("messages", "chosen", "rejected") if record.get(k) is not None}
+    canonical = json.dumps(content, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:20]
+
+
+def make_record(
+    messages: list[dict],
+    *,
+    chosen: dict | None = None,
+    rejected: dict | None = None,
+    meta: dict | None = None,
+    scores: dict | None = None,
+    lineage: list | None = None,
+) -> dict:
+    """Build a validated record and give it its id."""
+    record: dict[str, Any] = {"messages": messages}
+    if chosen is not None or rejected is not None:
+        record["chosen"] = chosen
+        record["rejected"] = rejected
+    record["meta"] = meta or {}
+    record["scores"] = scores or {}
+    record["lineage"] = lineage or []
+    validate_record(record)
+    record["id"] = record_id(record)
+    return record
+
+
+def _check_message(message: Any, where: str) -> None:
+    if not isinstance(message, dict):
+        raise RecordError(f"{where} must be an object with 'role' and 'content', got {type(message).__name__}")
+    missing = [k for k in ("role", "content") if k not in message]
+    if missing:
+        raise RecordError(f"{where} is missing {', '.join(repr(m) for m in missing)}")
+    if message["role"] not in ROLES:
+        raise RecordError(f"{where} has role {message['role']!r}; expected one of {', '.join(ROLES)}")
+    if not isinstance(message["content"], str):
+        raise RecordError(f"{where}.content must be a string, got {type(message['content']).__name__}")
+
+
+def validate_record(record: Any) -> None:
+    """Raise RecordError naming the first field that breaks the schema."""
+    if not isinstance(record, dict):
+        raise RecordError(f"a record must be an object, got {type(record).__name__}")
+    unknown = set(record) - set(RECORD_FIELDS)
+    if unknown:
+        raise RecordError(f"unknown record field(s): {', '.join(sorted(unknown))}")
+    messages = record.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RecordError("'messages' must be a non-empty list of chat turns")
+    for i, message in enumerate(messages):
+        _check_message(message, f"messages[{i}]")
+    is_preference = record.get("chosen") is not None or record.get("rejected") is not None
+    if is_preference:
+        for key in ("chosen", "rejected"):
+            _check_message(record.get(key), key)
+            if record[key]["role"] != "assistant":
+                raise RecordError(f"{key} must be an assistant turn, got role {record[key]['role']!r}")
+    for key in ("meta", "scores"):
+        if not isinstance(record.get(key, {}), dict):
+            raise RecordError(f"'{key}' must be an object")
+    for name, value in record.get("scores", {}).items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise RecordError(f"scores[{name!r}] must be a number, got {type(value).__name__}")
+    if not isinstance(record.get("lineage", []), list):
+        raise RecordError("'lineage' must be a list")
+
+
+def is_preference(record: dict) -> bool:
+    return record.get("chosen") is not None
+
+
+def _last_index(messages: list[dict], role: str) -> int | None:
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i]["role"] == role:
+            return i
+    return None
+
+
+def instruction_text(record: dict) -> str:
+    """The last user turn (the instruction the response answers)."""
+    messages = record["messages"]
+    end = len(messages) if is_preference(record) else (_last_index(messages, "assistant") or len(messages))
+    i = _last_index(messages[:end], "user")
+    return messages[i]["content"] if i is not None else ""
+
+
+def response_text(record: dict) -> str:
+    """The final assistant turn (``chosen`` for a preference record)."""
+    if is_preference(record):
+        return record["chosen"]["content"]
+    i = _last_index(record["messages"], "assistant")
+    return record["messages"][i]["content"] if i is not None else ""
+
+
+def conversation_text(record: dict) -> str:
+    """All turns joined, for operators that compare whole conversations."""
+    turns = list(record["messages"])
+    if is_preference(record):
+        turns.append(record["chosen"])
+    return "\n\n".join(m["content"] for m in turns)
+
+
+def text_of(record: dict, field: str) -> str:
+    """Text an operator compares: 'instruction', 'response' or 'conversation'."""
+    if field == "instruction":
+        return instruction_text(record)
+    if field == "response":
+        return response_text(record)
+    if field == "conversation":
+        return conversation_text(record)
+    raise ValueError(f"unknown text field {field!r}; use instruction, response or conversation")
+
+
+def dumps(record: dict) -> str:
+    """Canonical JSON text of a record (used for checkpoints and byte-identical outputs)."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))

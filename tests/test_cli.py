@@ -1,0 +1,85 @@
+import json
+
+from typer.testing import CliRunner
+
+from dataflywheel.cli import app
+from dataflywheel.ops import all_operators
+from tests.conftest import EXAMPLE_DATA, read_jsonl, write_jsonl
+
+runner = CliRunner()
+
+
+def test_ops_lists_every_operator_with_doc_and_config():
+    result = runner.invoke(app, ["ops"])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert len(lines) == 2 * len(all_operators())
+    for name, cls in all_operators().items():
+        [index] = [i for i, line in enumerate(lines) if line.split()[0] == name]
+        assert lines[index].split()[1] == cls.kind and lines[index].endswith(cls.summary())
+        config = lines[index + 1].strip()
+        assert config.startswith("config:")
+        for field in cls.Config.model_fields:
+            assert f"{field}=" in config
+
+
+def test_ops_name_shows_one_operator_in_full():
+    result = runner.invoke(app, ["ops", "select.length_filter"])
+    assert result.exit_code == 0
+    assert "select.length_filter  (filter)" in result.output
+    assert "max_response_words: int | None = None" in result.output
+
+
+def test_ops_unknown_name_exits_2():
+    result = runner.invoke(app, ["ops", "select.nope"])
+    assert result.exit_code == 2 and "unknown operator" in result.output
+
+
+def test_every_command_has_help():
+    for command in ([], ["run"], ["ops"], ["convert"], ["inspect"]):
+        result = runner.invoke(app, command + ["--help"])
+        assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_convert_alpaca_to_sharegpt_parquet_and_back(tmp_path):
+    parquet = tmp_path / "sample.parquet"
+    result = runner.invoke(app, ["convert", str(EXAMPLE_DATA), str(parquet), "--to", "sharegpt"])
+    assert result.exit_code == 0, result.output
+    back = tmp_path / "back.jsonl"
+    assert runner.invoke(app, ["convert", str(parquet), str(back), "--to", "messages"]).exit_code == 0
+    rows = read_jsonl(back)
+    source = read_jsonl(EXAMPLE_DATA)
+    assert len(rows) == len(source)
+    assert rows[0]["messages"][1]["content"] == source[0]["output"]
+    assert rows[0]["generator"] == source[0]["generator"]
+
+
+def test_convert_keeps_unreadable_rows(tmp_path):
+    bad = write_jsonl(tmp_path / "in.jsonl", [{"text": "fine"}, "{not json", {"text": 5}])
+    result = runner.invoke(app, ["convert", str(bad), str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 0
+    rejects = read_jsonl(tmp_path / "out.jsonl.rejects.jsonl")
+    assert [r["source"] for r in rejects] == ["in.jsonl:2", "in.jsonl:3"]
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 1
+
+
+def test_inspect_reports_counts_lengths_and_fields(tmp_path):
+    result = runner.invoke(app, ["inspect", str(EXAMPLE_DATA), "--json"])
+    assert result.exit_code == 0
+    stats = json.loads(result.output)
+    source = read_jsonl(EXAMPLE_DATA)
+    assert stats["records"] == len(source) and stats["format"] == "alpaca" and stats["file_type"] == "jsonl"
+    longest = max(len(r["output"].split()) for r in source)
+    assert stats["response_words"]["max"] == longest
+    assert {"generator", "dataset"} <= set(stats["fields"])
+
+
+def test_inspect_a_run_shows_its_scores(tmp_path):
+    path = write_jsonl(tmp_path / "scored.jsonl", [
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a b"}], "scores": {"ifd": 0.5}},
+        {"messages": [{"role": "user", "content": "q2"}, {"role": "assistant", "content": "c"}], "scores": {"ifd": 0.9}},
+    ])
+    stats = json.loads(runner.invoke(app, ["inspect", str(path), "--json"]).output)
+    assert stats["scores"]["ifd"]["count"] == 2 and stats["scores"]["ifd"]["max"] == 0.9
+    table = runner.invoke(app, ["inspect", str(path)], env={"COLUMNS": "200"}).output
+    assert "score ifd" in table and "records" in table
