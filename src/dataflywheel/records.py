@@ -114,6 +114,14 @@ def response_text(record: dict) -> str:
     return record["messages"][i]["content"] if i is not None else ""
 
 
+def prompt_turns(record: dict) -> list[dict]:
+    """The turns before the final response (all of ``messages`` for a preference record)."""
+    if is_preference(record):
+        return list(record["messages"])
+    i = _last_index(record["messages"], "assistant")
+    return list(record["messages"][:i]) if i is not None else list(record["messages"])
+
+
 def conversation_text(record: dict) -> str:
     """All turns joined, for operators that compare whole conversations."""
     turns = list(record["messages"])

@@ -74,7 +74,8 @@ class Scorer(Operator):
     def score_name(self) -> str:
         return getattr(self.config, "score_name", None) or self.name.split(".", 1)[-1]
 
-    def score_batch(self, records: list[dict]) -> list[float]:
+    def score_batch(self, records: list[dict]) -> list[float] | list[dict[str, float]]:
+        """One score per record, or a dict of named scores per record."""
         raise NotImplementedError
 
 

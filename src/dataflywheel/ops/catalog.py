@@ -2,3 +2,4 @@
 
 from dataflywheel.ops.enhance import normalize  # noqa: F401
 from dataflywheel.ops.select import exact_dedup, length_filter  # noqa: F401
+from dataflywheel.ops.score import ifd  # noqa: F401

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from dataflywheel.io import ReadReject, detect_file_type, read_records, write_records
+from dataflywheel.models.cache import CallCache
+from dataflywheel.models.registry import ModelRegistry
 from dataflywheel.ops.base import Filter, Generator, Mapper, OpContext, Operator, Scorer, Selector
 from dataflywheel.pipeline.progress import StepProgress
 from dataflywheel.pipeline.recipe import Recipe
@@ -48,12 +50,13 @@ def _now() -> str:
 class LocalExecutor:
     """Runs a validated recipe in this process."""
 
-    def __init__(self, recipe: Recipe, run_dir: str | Path | None = None, *, quiet: bool = False,
-                 models=None):
+    def __init__(self, recipe: Recipe, run_dir: str | Path | None = None, *, quiet: bool = False):
         self.recipe = recipe
         self.run = RunDir(run_dir or recipe.output.dir)
         self.quiet = quiet
-        self.context = OpContext(seed=recipe.seed, models=models, quiet=quiet)
+        cache = None if recipe.cache == "off" else CallCache(recipe.cache)
+        self.models = ModelRegistry({role: spec.model_dump() for role, spec in recipe.models.items()}, cache)
+        self.context = OpContext(seed=recipe.seed, models=self.models, quiet=quiet)
         self.step_names = [READ_STEP] + [s.name for s in recipe.steps]
 
     # ---- run control ----------------------------------------------------------------------------
@@ -135,6 +138,7 @@ class LocalExecutor:
             return iter_checkpoint(source, size)
 
         started = time.perf_counter()
+        usage_before = self.models.usage()
         out = self.run.record_sink(index, name)
         rejects = self.run.reject_sink(index, name)
         counts = {"in": 0, "generated": 0}
@@ -153,7 +157,8 @@ class LocalExecutor:
         rejects.commit()
         return {"name": name, "op": op.name, "kind": op.kind, "status": "done", "in": counts["in"], "out": out.count,
                 "rejected": rejects.count, "generated": counts["generated"],
-                "seconds": round(time.perf_counter() - started, 3), "checkpoint": str(self.run.checkpoint(index, name))}
+                "seconds": round(time.perf_counter() - started, 3), "checkpoint": str(self.run.checkpoint(index, name)),
+                "models": _usage_delta(usage_before, self.models.usage())}
 
     def _apply_selection(self, op: Selector, scan: Callable, name: str, out, rejects, counts, advance) -> None:
         selection = op.select(scan)
@@ -195,9 +200,9 @@ class LocalExecutor:
             if len(values) != len(batch):
                 raise InvariantError(f"step {name}: {op.name} returned {len(values)} scores for {len(batch)} records")
             for record, value in zip(batch, values):
-                value = float("nan") if value is None else float(value)
-                scored = {**record, "scores": {**record["scores"], op.score_name: value}}
-                out.add(record_row(scored))
+                named = value if isinstance(value, dict) else {op.score_name: value}
+                named = {k: float("nan") if v is None else float(v) for k, v in named.items()}
+                out.add(record_row({**record, "scores": {**record["scores"], **named}}))
         elif isinstance(op, Generator):
             for record in batch:
                 out.add(record_row(record))
@@ -223,10 +228,22 @@ class LocalExecutor:
                               with_id=spec.with_id, with_scores=spec.with_scores)
         tmp.replace(target)
         manifest.update(status="finished", finished=_now(), output={"path": str(target), "count": count},
+                        models=self.models.usage(),
                         totals={"read": manifest["steps"][0]["in"], "output": count,
                                 "rejected": sum(s["rejected"] for s in manifest["steps"]),
                                 "generated": sum(s["generated"] for s in manifest["steps"])})
         self.run.write_manifest(manifest)
+
+
+def _usage_delta(before: dict, after: dict) -> dict:
+    """Model usage of one step: per model, the counters' growth during the step."""
+    delta = {}
+    for model, counters in after.items():
+        start = before.get(model, {})
+        grown = {k: round(v - start.get(k, 0), 3) for k, v in counters.items()}
+        if any(grown.values()):
+            delta[model] = grown
+    return delta
 
 
 def _per_record(batch_fn: Callable, one_fn: Callable, batch: list[dict]) -> list:

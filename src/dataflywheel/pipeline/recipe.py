@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dataflywheel.io import FILE_TYPES, FORMATS
+from dataflywheel.models.registry import ModelSpec
 from dataflywheel.ops.base import Operator
 from dataflywheel.ops.registry import get_operator, load_plugins
 
@@ -54,7 +55,9 @@ class Recipe(_Strict):
     plugins: list[str] = Field(default_factory=list)
     seed: int = 0
     batch_size: int = Field(default=256, ge=1)
-    models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    cache: str | None = None
+    """Model-call cache file (default: the user cache, ~/.cache/dataflywheel/calls.sqlite); 'off' disables it."""
     steps: list[StepSpec] = Field(default_factory=list)
 
     def fingerprint(self) -> str:

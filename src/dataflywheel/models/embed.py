@@ -1,0 +1,65 @@
+"""Embedders: sentence-transformers (default: the bundled all-MiniLM-L6-v2) and OpenAI-compatible /embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dataflywheel.models.bundled import MINILM, resolve_embedder_path
+from dataflywheel.models.cached import Usage
+from dataflywheel.models.openai_client import OpenAIClient
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+class SentenceTransformerEmbedder:
+    """Any sentence-transformers model dir ('minilm' = the bundled all-MiniLM-L6-v2), loaded offline."""
+
+    def __init__(self, model: str = MINILM, *, device: str | None = None, batch_size: int = 64,
+                 show_progress: bool = False):
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(resolve_embedder_path(model), device=device, local_files_only=True)
+        self.name = f"sentence-transformers:{model}"
+        self.batch_size, self.show_progress = batch_size, show_progress
+        self.usage = Usage()
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.model.get_sentence_embedding_dimension()), dtype=np.float32)
+        vectors = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+                                    normalize_embeddings=True, show_progress_bar=self.show_progress)
+        return _normalise(vectors)
+
+
+class OpenAIEmbedder:
+    """An OpenAI-compatible ``/embeddings`` endpoint."""
+
+    def __init__(self, model: str, *, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
+                 batch_size: int = 64, timeout: float = 120.0, max_retries: int = 5, concurrency: int = 4):
+        self.model = model
+        self.client = OpenAIClient(base_url, api_key_env=api_key_env, timeout=timeout, max_retries=max_retries,
+                                   concurrency=concurrency)
+        self.name = f"openai-embeddings:{self.client.base_url}:{model}"
+        self.batch_size = batch_size
+        self.usage = Usage()
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        def check(data: dict) -> None:
+            if not isinstance(data.get("data"), list):
+                raise ValueError("no 'data' in the answer")
+
+        def one(batch: list[str]) -> list[list[float]]:
+            data = self.client.post("embeddings", {"model": self.model, "input": batch}, check)
+            self.usage.prompt_tokens += int((data.get("usage") or {}).get("prompt_tokens") or 0)
+            rows = sorted(data["data"], key=lambda d: d.get("index", 0))
+            if len(rows) != len(batch):
+                raise ValueError(f"asked for {len(batch)} embeddings, got {len(rows)}")
+            return [r["embedding"] for r in rows]
+
+        batches = [list(texts[i:i + self.batch_size]) for i in range(0, len(texts), self.batch_size)]
+        vectors = [v for chunk in self.client.map(one, batches) for v in chunk]
+        return _normalise(np.array(vectors, dtype=np.float32)) if vectors else np.zeros((0, 0), dtype=np.float32)

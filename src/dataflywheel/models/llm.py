@@ -1,0 +1,67 @@
+"""The LLM and Embedder interfaces every operator uses; backends live behind them."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+Conversation = list[dict]
+
+
+class GenerationParams(BaseModel):
+    """Sampling parameters shared by every backend."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    n: int = Field(default=1, ge=1)
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    @property
+    def cacheable(self) -> bool:
+        """Greedy or seeded sampling gives the same answer again; unseeded sampling must not be cached."""
+        return self.temperature == 0.0 or self.seed is not None
+
+
+class ModelFeatureError(RuntimeError):
+    """The backend or server cannot do what was asked (e.g. no logprobs); the message says what to use."""
+
+
+@runtime_checkable
+class LLM(Protocol):
+    """A language model. ``name`` identifies backend and weights (it is part of every cache key)."""
+
+    name: str
+
+    def chat(self, conversations: list[Conversation], params: GenerationParams) -> list[list[str]]:
+        """``params.n`` assistant replies per conversation (chat template applied)."""
+
+    def complete(self, prompts: list[str], params: GenerationParams) -> list[list[str]]:
+        """``params.n`` raw continuations per prompt (no chat template)."""
+
+    def logprobs(self, prefixes: list[str], continuations: list[str]) -> list[list[float]]:
+        """Log-probability of each continuation token given prefix + earlier continuation tokens."""
+
+    def top_logprobs(self, prefixes: list[str], k: int = 20) -> list[dict[str, float]]:
+        """The ``k`` most likely next tokens after each prefix, with their log-probabilities."""
+
+    def chat_top_logprobs(self, conversations: list[Conversation], k: int = 20) -> list[dict[str, float]]:
+        """The ``k`` most likely first tokens of the assistant reply to each conversation."""
+
+    def format_chat(self, conversation: Conversation, add_generation_prompt: bool = True) -> str:
+        """The raw prompt text of a conversation under this model's chat template."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A text embedder; rows are L2-normalised float32."""
+
+    name: str
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """float32 array [len(texts), dim], each row of unit length."""

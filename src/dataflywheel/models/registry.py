@@ -1,0 +1,80 @@
+"""Models named once in a recipe (``models: {judge: {...}, embedder: {...}}``), built lazily by role."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dataflywheel.models.cache import CallCache
+from dataflywheel.models.cached import CachedEmbedder, CachedLLM
+
+DEFAULT_LLM = {"backend": "transformers", "model": "smollm2"}
+DEFAULT_EMBEDDER = {"backend": "sentence-transformers", "model": "minilm"}
+
+
+class ModelSpec(BaseModel):
+    """One model: which backend, which weights, and backend options (passed through)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["transformers", "openai", "vllm", "sentence-transformers", "openai-embeddings"] = "transformers"
+    model: str = "smollm2"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def is_embedder(self) -> bool:
+        return self.backend in ("sentence-transformers", "openai-embeddings")
+
+
+def build_model(spec: ModelSpec):
+    """Instantiate the backend of a spec (imports only that backend)."""
+    if spec.backend == "transformers":
+        from dataflywheel.models.transformers_llm import TransformersLLM
+        return TransformersLLM(spec.model, **spec.options)
+    if spec.backend == "openai":
+        from dataflywheel.models.openai_llm import OpenAILLM
+        return OpenAILLM(spec.model, **spec.options)
+    if spec.backend == "vllm":
+        from dataflywheel.models.vllm_llm import VLLMLLM
+        return VLLMLLM(spec.model, **spec.options)
+    if spec.backend == "sentence-transformers":
+        from dataflywheel.models.embed import SentenceTransformerEmbedder
+        return SentenceTransformerEmbedder(spec.model, **spec.options)
+    from dataflywheel.models.embed import OpenAIEmbedder
+    return OpenAIEmbedder(spec.model, **spec.options)
+
+
+class ModelRegistry:
+    """Roles -> cached models. Roles not named fall back to the bundled defaults ('embedder' -> MiniLM)."""
+
+    def __init__(self, specs: dict[str, dict] | None = None, cache: CallCache | None = None):
+        self.specs = {role: ModelSpec(**spec) for role, spec in (specs or {}).items()}
+        self.cache = cache
+        self._built: dict[str, Any] = {}
+
+    def spec(self, role: str, embedder: bool = False) -> ModelSpec:
+        if role in self.specs:
+            return self.specs[role]
+        return ModelSpec(**(DEFAULT_EMBEDDER if embedder or role == "embedder" else DEFAULT_LLM))
+
+    def _get(self, role: str, embedder: bool):
+        spec = self.spec(role, embedder)
+        if spec.is_embedder != embedder:
+            kind = "an embedder" if embedder else "an LLM"
+            raise ValueError(f"model role {role!r} is a {spec.backend} model, but the operator needs {kind}")
+        key = spec.model_dump_json()
+        if key not in self._built:
+            backend = build_model(spec)
+            self._built[key] = CachedEmbedder(backend, self.cache) if embedder else CachedLLM(backend, self.cache)
+        return self._built[key]
+
+    def llm(self, role: str = "default") -> CachedLLM:
+        return self._get(role, embedder=False)
+
+    def embedder(self, role: str = "embedder") -> CachedEmbedder:
+        return self._get(role, embedder=True)
+
+    def usage(self) -> dict[str, dict]:
+        """Per model name: calls, cache hits, tokens, seconds so far."""
+        return {model.name: model.usage.as_dict() for model in self._built.values()}
