@@ -20,7 +20,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) install --quiet -e '.[models,dev]'
+	$(PIP) install --quiet -e '.[models,dev,server]'
 	touch $@
 
 install: $(VENV)/.installed

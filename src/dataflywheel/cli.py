@@ -138,6 +138,40 @@ def inspect(
     out.print(table)
 
 
+cache_app = typer.Typer(help="The model-call cache: stats and clear.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+def _cache(path: Optional[Path]):
+    from dataflywheel.models.cache import CallCache
+
+    return CallCache(path)
+
+
+@cache_app.command("stats")
+def cache_stats(
+    path: Optional[Path] = typer.Option(None, "--path", help="Cache file (default: ~/.cache/dataflywheel/calls.sqlite)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Entries per model and method, and the file size."""
+    stats = _cache(path).stats()
+    if as_json:
+        out.print_json(data=stats)
+        return
+    typer.echo(f"{stats['path']}: {stats['entries']} entries, {stats['bytes'] / 1e6:.1f} MB")
+    for row in stats["by_model"]:
+        typer.echo(f"  {row['entries']:>8}  {row['method']:<18} {row['model']}")
+
+
+@cache_app.command("clear")
+def cache_clear(
+    path: Optional[Path] = typer.Option(None, "--path", help="Cache file (default: ~/.cache/dataflywheel/calls.sqlite)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Only this model's entries."),
+) -> None:
+    """Remove cached model answers."""
+    typer.echo(f"removed {_cache(path).clear(model)} entries")
+
+
 def main() -> None:
     app()
 

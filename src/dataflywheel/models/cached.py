@@ -50,12 +50,38 @@ def _through_cache(cache: CallCache | None, usage: Usage, model: str, method: st
     return [found[k] for k in keys]
 
 
-class CachedLLM:
-    """An LLM whose every answer is looked up in (and stored to) the call cache."""
+class _Lazy:
+    """Builds the backend on first use, so a run served wholly from the cache never loads a model."""
 
-    def __init__(self, llm, cache: CallCache | None):
-        self.llm, self.cache, self.name = llm, cache, llm.name
-        self.usage: Usage = getattr(llm, "usage", None) or Usage()
+    def __init__(self, backend_or_factory, name: str | None):
+        if callable(backend_or_factory) and name is not None:
+            self._factory, self._backend, self.name = backend_or_factory, None, name
+        else:
+            self._factory, self._backend, self.name = None, backend_or_factory, backend_or_factory.name
+        self.usage = Usage()
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            self._backend = self._factory()
+            self._backend.usage = self.usage  # one set of counters, whoever counts
+        return self._backend
+
+
+class CachedLLM(_Lazy):
+    """An LLM whose every answer is looked up in (and stored to) the call cache.
+
+    Takes a backend, or a factory and the cache name it will have (then the model loads on the first miss)."""
+
+    def __init__(self, llm, cache: CallCache | None, name: str | None = None):
+        super().__init__(llm, name)
+        self.cache = cache
+        if self._backend is not None:
+            self.usage = getattr(llm, "usage", None) or self.usage
+
+    @property
+    def llm(self):
+        return self.backend
 
     def chat(self, conversations: list[Conversation], params: GenerationParams | None = None) -> list[list[str]]:
         params = params or GenerationParams()
@@ -84,15 +110,23 @@ class CachedLLM:
         return self.llm.format_chat(conversation, add_generation_prompt)
 
     def __getattr__(self, attribute: str):  # backend extras (tokenizer, model) stay reachable
+        if attribute.startswith("_"):
+            raise AttributeError(attribute)
         return getattr(self.llm, attribute)
 
 
-class CachedEmbedder:
-    """An embedder whose vectors are cached per text."""
+class CachedEmbedder(_Lazy):
+    """An embedder whose vectors are cached per text (backend or factory + name, as CachedLLM)."""
 
-    def __init__(self, embedder, cache: CallCache | None):
-        self.embedder, self.cache, self.name = embedder, cache, embedder.name
-        self.usage: Usage = getattr(embedder, "usage", None) or Usage()
+    def __init__(self, embedder, cache: CallCache | None, name: str | None = None):
+        super().__init__(embedder, name)
+        self.cache = cache
+        if self._backend is not None:
+            self.usage = getattr(embedder, "usage", None) or self.usage
+
+    @property
+    def embedder(self):
+        return self.backend
 
     def embed(self, texts: list[str]) -> np.ndarray:
         def compute(batch: list[str]) -> list[str]:

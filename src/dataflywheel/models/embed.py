@@ -29,7 +29,8 @@ class SentenceTransformerEmbedder:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
-            return np.zeros((0, self.model.get_sentence_embedding_dimension()), dtype=np.float32)
+            dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+            return np.zeros((0, dimension()), dtype=np.float32)
         vectors = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
                                     normalize_embeddings=True, show_progress_bar=self.show_progress)
         return _normalise(vectors)
@@ -39,10 +40,11 @@ class OpenAIEmbedder:
     """An OpenAI-compatible ``/embeddings`` endpoint."""
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
-                 batch_size: int = 64, timeout: float = 120.0, max_retries: int = 5, concurrency: int = 4):
+                 batch_size: int = 64, timeout: float = 120.0, max_retries: int = 5, backoff: float = 0.5,
+                 concurrency: int = 4):
         self.model = model
         self.client = OpenAIClient(base_url, api_key_env=api_key_env, timeout=timeout, max_retries=max_retries,
-                                   concurrency=concurrency)
+                                   backoff=backoff, concurrency=concurrency)
         self.name = f"openai-embeddings:{self.client.base_url}:{model}"
         self.batch_size = batch_size
         self.usage = Usage()

@@ -16,10 +16,11 @@ class OpenAILLM:
     """A model behind an OpenAI-compatible HTTP API; the API key comes from an environment variable."""
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
-                 timeout: float = 120.0, max_retries: int = 5, concurrency: int = 8, chat_template_from: str | None = None):
+                 timeout: float = 120.0, max_retries: int = 5, backoff: float = 0.5, concurrency: int = 8,
+                 chat_template_from: str | None = None):
         self.model = model
         self.client = OpenAIClient(base_url, api_key_env=api_key_env, timeout=timeout, max_retries=max_retries,
-                                   concurrency=concurrency)
+                                   backoff=backoff, concurrency=concurrency)
         self.name = f"openai:{self.client.base_url}:{model}"
         self.usage = Usage()
         self._template_source = chat_template_from

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -9,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from dataflywheel.models.cache import CallCache
 from dataflywheel.models.cached import CachedEmbedder, CachedLLM
 
+# Options that change how fast a model answers, never what it answers: not part of cache keys.
+_SPEED_OPTIONS = {"batch_size", "batch_tokens", "threads", "concurrency", "timeout", "max_retries", "device",
+                  "show_progress", "api_key_env", "base_url", "backoff", "gpu_memory_utilization"}
 DEFAULT_LLM = {"backend": "transformers", "model": "smollm2"}
 DEFAULT_EMBEDDER = {"backend": "sentence-transformers", "model": "minilm"}
 
@@ -21,6 +25,13 @@ class ModelSpec(BaseModel):
     backend: Literal["transformers", "openai", "vllm", "sentence-transformers", "openai-embeddings"] = "transformers"
     model: str = "smollm2"
     options: dict[str, Any] = Field(default_factory=dict)
+
+    def cache_name(self) -> str:
+        """Identity of the outputs: backend, weights and the options that change answers (not speed knobs)."""
+        relevant = {k: v for k, v in sorted(self.options.items()) if k not in _SPEED_OPTIONS}
+        suffix = json.dumps(relevant, sort_keys=True, separators=(",", ":")) if relevant else ""
+        base_url = self.options.get("base_url") or ""
+        return ":".join(p for p in (self.backend, base_url, self.model, suffix) if p)
 
     @property
     def is_embedder(self) -> bool:
@@ -65,8 +76,8 @@ class ModelRegistry:
             raise ValueError(f"model role {role!r} is a {spec.backend} model, but the operator needs {kind}")
         key = spec.model_dump_json()
         if key not in self._built:
-            backend = build_model(spec)
-            self._built[key] = CachedEmbedder(backend, self.cache) if embedder else CachedLLM(backend, self.cache)
+            wrapper = CachedEmbedder if embedder else CachedLLM
+            self._built[key] = wrapper(lambda: build_model(spec), self.cache, spec.cache_name())
         return self._built[key]
 
     def llm(self, role: str = "default") -> CachedLLM:

@@ -1,0 +1,68 @@
+"""The bundled SmolLM2 through the transformers backend (loaded offline: HF_HUB_OFFLINE=1)."""
+
+import os
+import random
+
+import pytest
+import torch
+
+from dataflywheel.models.llm import GenerationParams
+
+pytestmark = pytest.mark.model
+
+FLUENT = "The cat sat on the warm mat and fell asleep in the afternoon sun."
+
+
+def test_loads_offline(smollm2):
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    assert smollm2.model.config.model_type == "llama"
+    assert smollm2.format_chat([{"role": "user", "content": "hi"}]).endswith("<|im_start|>assistant\n")
+
+
+def plain_forward_logprobs(llm, prefix, continuation):
+    head = llm.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    tail = llm.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = llm.model(torch.tensor([head + tail])).logits[0]
+    return torch.log_softmax(logits.float(), -1)[len(head) - 1:-1].gather(1, torch.tensor(tail)[:, None])[:, 0]
+
+
+def test_logprobs_equal_a_plain_forward_pass(smollm2):
+    prefixes = ["The capital of France is", "Q: What is 12 times 3?\nA:", smollm2.format_chat(
+        [{"role": "user", "content": "Give me a synonym for happy."}])]
+    continuations = [" Paris, a city on the Seine.", " 36", "Joyful. Another option is cheerful, or content."]
+    batched = smollm2.logprobs(prefixes, continuations)  # different lengths: exercises padding
+    for prefix, continuation, values in zip(prefixes, continuations, batched):
+        reference = plain_forward_logprobs(smollm2, prefix, continuation)
+        assert len(values) == len(reference)
+        assert torch.allclose(torch.tensor(values), reference, atol=1e-4)
+        assert abs(sum(values) / len(values) - reference.mean().item()) < 1e-4
+
+
+def test_fluent_text_has_lower_loss_than_shuffled_words(smollm2):
+    words = FLUENT.split()
+    random.Random(0).shuffle(words)
+    fluent, shuffled = smollm2.logprobs(["", ""], [FLUENT, " ".join(words)])
+    assert -sum(fluent) / len(fluent) < -sum(shuffled) / len(shuffled)
+
+
+def test_top_logprobs_of_next_token(smollm2):
+    [top] = smollm2.top_logprobs(["The capital of France is"], k=5)
+    assert max(top, key=top.get) == " Paris"
+    assert all(v <= 0 for v in top.values()) and len(top) <= 5
+
+
+def test_generation_is_deterministic_with_a_seed(smollm2):
+    chat = [[{"role": "user", "content": "Write one word about the sea."}],
+            [{"role": "user", "content": "Name a fruit."}]]
+    sampled = GenerationParams(max_tokens=12, temperature=1.0, seed=7, n=2)
+    first, second = smollm2.chat(chat, sampled), smollm2.chat(chat, sampled)
+    assert first == second
+    assert len(first) == 2 and all(len(choices) == 2 for choices in first)
+    greedy = GenerationParams(max_tokens=12)
+    assert smollm2.chat(chat, greedy) == smollm2.chat(chat, greedy)
+
+
+def test_stop_strings_cut_the_text(smollm2):
+    [[text]] = smollm2.complete(["1, 2, 3, 4,"], GenerationParams(max_tokens=12, stop=(" 7",)))
+    assert " 7" not in text and text.strip().startswith("5")
