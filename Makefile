@@ -34,3 +34,10 @@ test: install-dev
 
 clean:
 	rm -rf $(VENV) runs
+
+# Peers for the benchmarks (Data-Juicer pins versions that conflict with ours: its own venv).
+.PHONY: bench-peers
+bench-peers: install
+	$(PIP) install --quiet datasketch rensa
+	$(PYTHON) -m venv .venv-dj
+	.venv-dj/bin/python -m pip install --quiet py-data-juicer

@@ -1,6 +1,7 @@
 """MinHash-LSH near-duplicate detection, vectorised with numpy.
 
-Shingles are hashed to 64-bit values (xxhash per word, combined per n-gram in numpy); each of the
+Shingles are hashed to 64-bit values with polynomial prefix hashes over a whole batch of texts at once
+(no Python loop per word); each of the
 ``num_perm`` permutations is a multiply-shift hash ``(a * x + b) >> 32`` (a 2-universal family), so a
 whole batch of documents is signed with one matrix operation and ``np.minimum.reduceat``. Bands are
 hashed to 64-bit bucket keys; documents sharing a bucket are linked to the bucket's first member and
@@ -9,39 +10,107 @@ clusters are the connected components of those links.
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
-import xxhash
 from scipy.integrate import quad
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from dataflywheel.text import dedup_key
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-_EMPTY = np.uint64(0x9E3779B97F4A7C15)  # hash of a text with no shingles: such texts match each other only
+_EMPTY = np.uint64(0x9E3779B97F4A7C15)  # the one shingle of a text with no tokens
+_P = 0x100000001B3  # odd, so it has an inverse modulo 2**64
+_P_INV = pow(_P, -1, 2**64)
+_POWER_CACHE: dict[int, np.ndarray] = {}
+_BLOCK = 4096
+
+
+def _powers(base: int, n: int) -> np.ndarray:
+    """base**0 .. base**(n-1) modulo 2**64 (cached; built as an outer product of two short cumprods)."""
+    cached = _POWER_CACHE.get(base)
+    if cached is None or len(cached) < n:
+        blocks = -(-max(n, 1 << 22) // _BLOCK)
+        with np.errstate(over="ignore"):
+            small = np.full(_BLOCK, base, dtype=np.uint64)
+            small[0] = 1
+            small = np.cumprod(small, dtype=np.uint64)
+            large = np.full(blocks, pow(base, _BLOCK, 2**64), dtype=np.uint64)
+            large[0] = 1
+            large = np.cumprod(large, dtype=np.uint64)
+            cached = _POWER_CACHE[base] = (large[:, None] * small[None, :]).ravel()
+    return cached[:n]
+
+
+_WORD_TABLE: np.ndarray | None = None
+
+
+def _word_table() -> np.ndarray:
+    """For every code point: is it a word character (as regex \\w, less the underscore)?"""
+    global _WORD_TABLE
+    if _WORD_TABLE is None:
+        _WORD_TABLE = np.fromiter((chr(c).isalnum() for c in range(0x110000)), dtype=bool, count=0x110000)
+    return _WORD_TABLE
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: spreads polynomial hashes over all 64 bits."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def _span_hashes(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Polynomial hash of values[start:end] for every span at once (prefix sums modulo 2**64)."""
+    n = len(values)
+    with np.errstate(over="ignore"):
+        prefix = np.zeros(n + 1, dtype=np.uint64)
+        np.cumsum(values * _powers(_P, n), dtype=np.uint64, out=prefix[1:])
+        return _mix((prefix[ends] - prefix[starts]) * _powers(_P_INV, n + 1)[starts])
+
+
+def _shingles_from_tokens(tokens: np.ndarray, counts: np.ndarray, ngram: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of every n-gram of tokens inside each document (a short document is one shingle)."""
+    doc_start = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    per_doc = np.maximum(counts - ngram + 1, 1)
+    offsets = np.arange(per_doc.sum()) - np.repeat(np.cumsum(per_doc) - per_doc, per_doc)
+    starts = np.repeat(doc_start, per_doc) + offsets
+    ends = np.minimum(starts + ngram, np.repeat(doc_start + counts, per_doc))
+    hashes = _span_hashes(tokens, starts, ends) if len(tokens) else np.zeros(len(starts), dtype=np.uint64)
+    hashes[np.repeat(counts == 0, per_doc)] = _EMPTY
+    return hashes, per_doc
+
+
+def batch_shingles(texts: list[str], ngram: int = 5, unit: str = "word") -> tuple[np.ndarray, np.ndarray]:
+    """Shingle hashes of many texts at once: (flat uint64 hashes, count per text); duplicates are kept.
+
+    Texts are normalised as ``dedup_key`` does (NFKC, case folding, punctuation dropped). Words are runs of
+    word characters found in the code points of the whole batch with numpy, not per word in Python."""
+    if unit == "char":
+        norms = [dedup_key(t) for t in texts]
+        tokens = np.frombuffer("".join(norms).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64) + np.uint64(1)
+        counts = np.fromiter((len(t) for t in norms), dtype=np.int64, count=len(norms))
+        return _shingles_from_tokens(tokens, counts, ngram)
+    folded = [unicodedata.normalize("NFKC", t).casefold() for t in texts]
+    points = np.frombuffer("\x00".join(folded).encode("utf-32-le"), dtype=np.uint32)
+    word = _word_table()[points]
+    previous = np.concatenate(([False], word[:-1]))
+    following = np.concatenate((word[1:], [False]))
+    starts = np.flatnonzero(word & ~previous)
+    ends = np.flatnonzero(word & ~following) + 1
+    lengths = np.fromiter((len(t) for t in folded), dtype=np.int64, count=len(folded))
+    doc_starts = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
+    counts = np.bincount(np.searchsorted(doc_starts, starts, side="right") - 1, minlength=len(texts))
+    words = (_span_hashes(points.astype(np.uint64) + np.uint64(1), starts, ends) if len(starts)
+             else np.zeros(0, dtype=np.uint64))
+    return _shingles_from_tokens(words, counts.astype(np.int64), ngram)
 
 
 def shingle_hashes(text: str, ngram: int = 5, unit: str = "word") -> np.ndarray:
-    """Distinct 64-bit hashes of the text's n-gram shingles (words or characters) after normalisation."""
-    norm = dedup_key(text)
-    if unit == "char":
-        grams = {norm[i:i + ngram] for i in range(max(1, len(norm) - ngram + 1))} if norm else set()
-        values = [xxhash.xxh3_64_intdigest(g) for g in grams]
-        return np.unique(np.array(values, dtype=np.uint64)) if values else np.array([_EMPTY], dtype=np.uint64)
-    words = _WORD.findall(norm)
-    if not words:
-        return np.array([_EMPTY], dtype=np.uint64)
-    ids = np.fromiter((xxhash.xxh3_64_intdigest(w) for w in words), dtype=np.uint64, count=len(words))
-    if len(ids) < ngram:  # short text: one shingle of all its words
-        ngram = len(ids)
-    combined = ids[: len(ids) - ngram + 1].copy()
-    with np.errstate(over="ignore"):
-        for k in range(1, ngram):
-            combined = combined * np.uint64(0x100000001B3) ^ ids[k: len(ids) - ngram + 1 + k]
-    return np.unique(combined)
+    """Distinct shingle hashes of one text."""
+    return np.unique(batch_shingles([text], ngram, unit)[0])
 
 
 def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -52,19 +121,56 @@ def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def signatures(shingle_sets: list[np.ndarray], perms: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """MinHash signatures, uint32 [len(shingle_sets), num_perm]."""
+def signatures(flat: np.ndarray, counts: np.ndarray, num_perm: int = 128, seed: int = 1,
+               engine: str = "auto") -> np.ndarray:
+    """MinHash signatures, uint32 [len(counts), num_perm], of documents given as flat shingle hashes + counts.
+
+    ``engine``: 'rensa' (Rust, measured ~3x faster end to end here; see docs/benchmarks.md), 'numpy', or
+    'auto' (rensa when installed)."""
+    if engine in ("auto", "rensa"):
+        try:
+            from rensa import RMinHash
+        except ImportError:
+            if engine == "rensa":
+                raise
+        else:
+            offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.uint64)
+            matrix = RMinHash.digest_matrix_from_flat_token_hashes(flat, offsets, num_perm, seed)
+            return np.array(matrix.to_rows(), dtype=np.uint32).reshape(len(counts), num_perm)
+    return numpy_signatures(flat, counts, permutations(num_perm, seed))
+
+
+def numpy_signatures(flat: np.ndarray, counts: np.ndarray, perms: tuple[np.ndarray, np.ndarray],
+                     block_shingles: int = 4096) -> np.ndarray:
+    """MinHash signatures with multiply-shift permutations in numpy.
+
+    Documents are processed in blocks of about ``block_shingles`` shingles so that the hashed
+    [shingles, permutations] matrix stays in the CPU cache."""
     a, b = perms
-    if not shingle_sets:
-        return np.zeros((0, len(a)), dtype=np.uint32)
-    lengths = np.fromiter((len(s) for s in shingle_sets), dtype=np.int64, count=len(shingle_sets))
-    flat = np.concatenate(shingle_sets)
-    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    out = np.empty((len(shingle_sets), len(a)), dtype=np.uint32)
+    n_docs, num_perm = len(counts), len(a)
+    out = np.empty((n_docs, num_perm), dtype=np.uint32)
+    if not n_docs:
+        return out
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    chunk = max(1, min(num_perm, (1 << 20) // (8 * block_shingles)))  # ~1 MB of temporary per step
+    buffer = np.empty(max(block_shingles, int(counts.max())) * chunk, dtype=np.uint64)
+    first = 0
     with np.errstate(over="ignore"):
-        for p0 in range(0, len(a), 32):  # 32 permutations at a time bounds the temporary matrix
-            hashed = ((flat[:, None] * a[None, p0:p0 + 32] + b[None, p0:p0 + 32]) >> np.uint64(32)).astype(np.uint32)
-            out[:, p0:p0 + 32] = np.minimum.reduceat(hashed, starts, axis=0)
+        while first < n_docs:
+            last = int(np.searchsorted(ends, starts[first] + block_shingles, side="right"))
+            last = max(last, first + 1)
+            lo, hi = starts[first], ends[last - 1]
+            values = flat[lo:hi, None]
+            offsets = starts[first:last] - lo
+            for p0 in range(0, num_perm, chunk):
+                width = min(chunk, num_perm - p0)
+                view = buffer[: (hi - lo) * width].reshape(hi - lo, width)
+                np.multiply(values, a[None, p0:p0 + width], out=view)
+                view += b[None, p0:p0 + width]
+                view >>= np.uint64(32)
+                out[first:last, p0:p0 + width] = np.minimum.reduceat(view, offsets, axis=0)
+            first = last
     return out
 
 
@@ -145,8 +251,8 @@ def cluster(sigs: np.ndarray, threshold: float, bands: int, rows: int, verify: n
     n = len(sigs)
     members, heads = candidate_links(band_keys(sigs, bands, rows))
     if len(members):
-        pairs = np.unique(np.stack([members, heads], axis=1), axis=0)
-        members, heads = pairs[:, 0], pairs[:, 1]
+        pairs = np.unique(members.astype(np.int64) * n + heads)
+        members, heads = pairs // n, pairs % n
     similarity = verify(members, heads) if verify is not None else estimated_jaccard(sigs, members, heads)
     keep = similarity >= threshold
     members, heads, similarity = members[keep], heads[keep], similarity[keep]

@@ -1,0 +1,92 @@
+"""MinHash-LSH near-duplicate removal."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from dataflywheel.algorithms.minhash import batch_shingles, cluster, exact_jaccard, optimal_bands, signatures
+from dataflywheel.ops.base import OpConfig, Selection, Selector
+from dataflywheel.ops.registry import register
+from dataflywheel.records import text_of
+
+
+class MinHashConfig(OpConfig):
+    field: Literal["instruction", "response", "conversation"] = "conversation"
+    """Which text is compared."""
+    unit: Literal["word", "char"] = "word"
+    ngram: int = Field(default=5, ge=1)
+    """Shingle size in words (or characters)."""
+    num_perm: int = Field(default=128, ge=8, le=1024)
+    threshold: float = Field(default=0.7, gt=0.0, lt=1.0)
+    """Jaccard similarity at or above which two records are duplicates."""
+    fn_weight: float = Field(default=0.75, gt=0.0, lt=1.0)
+    """Weight of missed duplicates (vs false candidates, 1 - fn_weight) when choosing bands and rows.
+    Candidates are verified, so a miss costs more than an extra candidate (datasketch weighs both 0.5)."""
+    verify: Literal["signature", "exact", "none"] = "signature"
+    """Check LSH candidates: by the signature estimate, by exact shingle Jaccard, or not at all."""
+    keep: str = "first"
+    """Which record of a cluster stays: 'first', or the name of a score (the highest stays)."""
+    seed: int = 1
+    engine: Literal["auto", "rensa", "numpy"] = "auto"
+    """Who computes signatures: rensa (Rust, fastest), numpy, or auto (rensa when installed)."""
+
+
+@register
+class MinHashDedup(Selector):
+    """Remove near duplicates with MinHash-LSH (bands/rows minimising FP+FN area); cluster ids go to meta."""
+
+    name = "select.minhash_dedup"
+    Config = MinHashConfig
+
+    def select(self, scan) -> Selection:
+        cfg = self.config
+        shingles: list[np.ndarray] = []
+        blocks, ids, rank = [], [], []
+        for batch in scan():
+            flat, counts = batch_shingles([text_of(r, cfg.field) for r in batch], cfg.ngram, cfg.unit)
+            blocks.append(signatures(flat, counts, cfg.num_perm, cfg.seed, cfg.engine))
+            if cfg.verify == "exact":
+                shingles.extend(np.unique(part) for part in np.split(flat, np.cumsum(counts)[:-1]))
+            ids.extend(r["id"] for r in batch)
+            if cfg.keep != "first":
+                rank.extend(float(r.get("scores", {}).get(cfg.keep, float("-inf"))) for r in batch)
+        if not ids:
+            return Selection()
+        sigs = np.concatenate(blocks)
+        bands, rows = optimal_bands(cfg.threshold, cfg.num_perm, 1 - cfg.fn_weight, cfg.fn_weight)
+        verify = None
+        if cfg.verify == "exact":
+            verify = lambda m, h: np.array([exact_jaccard(shingles[i], shingles[j]) for i, j in zip(m, h)])  # noqa: E731
+        elif cfg.verify == "none":
+            verify = lambda m, h: np.ones(len(m))  # noqa: E731
+        found = cluster(sigs, cfg.threshold, bands, rows, verify)
+        return self._decide(found, ids, rank)
+
+    def _decide(self, found, ids: list[str], rank: list[float]) -> Selection:
+        selection = Selection()
+        labels = found.labels
+        sizes = np.bincount(labels)
+        # the kept record of each cluster: the first, or the highest-scored (ties: the first)
+        order = np.arange(len(ids)) if not rank else np.lexsort((np.arange(len(ids)), -np.asarray(rank)))
+        keeper = np.full(sizes.shape, -1)
+        for position in order:
+            if keeper[labels[position]] < 0:
+                keeper[labels[position]] = position
+        best_link: dict[int, float] = {}
+        for m, h, s in zip(found.members, found.heads, found.similarity):
+            for a in (int(m), int(h)):
+                best_link[a] = max(best_link.get(a, 0.0), float(s))
+        for position, label in enumerate(labels):
+            if sizes[label] < 2:
+                continue
+            kept = int(keeper[label])
+            note = {"minhash_cluster": ids[kept], "minhash_cluster_size": int(sizes[label])}
+            if position != kept:
+                note["duplicate_of"] = ids[kept]
+                selection.rejected[position] = (f"near duplicate of {ids[kept]} (MinHash cluster of "
+                                                f"{sizes[label]}, linked at Jaccard {best_link.get(position, 0):.2f})")
+            selection.meta[position] = note
+        return selection

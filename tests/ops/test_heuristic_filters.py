@@ -1,0 +1,80 @@
+import json
+
+import pytest
+
+from dataflywheel.ops import get_operator
+from dataflywheel.records import make_record
+from tests.conftest import shared_data
+
+
+def rec(instruction, response):
+    return make_record([{"role": "user", "content": instruction}, {"role": "assistant", "content": response}])
+
+
+def check(op_name, record, **config):
+    cls = get_operator(op_name)
+    return cls(cls.Config(**config)).reject_reason(record)
+
+
+GOOD = ("Photosynthesis is the process by which green plants use sunlight, water and carbon dioxide to make "
+        "glucose and release oxygen. It happens mainly in the leaves, inside the chloroplasts, where the pigment "
+        "chlorophyll captures light energy and drives the reactions that build sugar molecules.")
+
+
+def test_a_good_answer_passes_every_rule():
+    record = rec("Explain photosynthesis in two sentences.", GOOD)
+    for name in ("select.symbol_ratio_filter", "select.repetition_filter", "select.refusal_filter",
+                 "select.broken_response_filter", "select.language_filter", "select.alpaca_rules"):
+        assert check(name, record) is None, name
+
+
+def test_symbols():
+    assert "symbols" in check("select.symbol_ratio_filter", rec("Draw.", "#### ---- **** //// ==== ++++ ||||"))
+    code = "def add(a, b):\n    return a + b\n\nprint(add(2, 3))"
+    assert check("select.symbol_ratio_filter", rec("Write add in Python.", code)) is None
+
+
+def test_repetition_rules_have_their_own_reasons():
+    looping = " ".join(["I like to eat apples and bananas every day."] * 12)
+    assert "repeats" in check("select.repetition_filter", rec("Tell me about fruit.", looping))
+    lines = "\n".join(["Step: mix the flour with water."] * 8 + ["Then bake it for twenty minutes at 200 degrees."] * 2
+                      + [f"Note {i}: keep the oven closed while baking the bread." for i in range(6)])
+    assert check("select.repetition_filter", rec("Recipe?", lines)).startswith("response repeats lines")
+    assert check("select.repetition_filter", rec("Explain.", GOOD)) is None
+
+
+def test_refusals_and_boilerplate():
+    reason = check("select.refusal_filter", rec("Who will win?", "As an AI language model, I cannot predict that."))
+    assert reason == "response contains refusal/boilerplate phrase 'as an ai language model'"
+    assert check("select.refusal_filter", rec("Q", "I’m unable to help."), phrases=["i'm unable to"])
+
+
+@pytest.mark.parametrize("response, expected", [
+    ("   ", "empty response"),
+    ("Name three colours", "response repeats the instruction"),
+    ("Here is the code:\n```python\nprint('hi')", "truncated response: unclosed code block"),
+    ("The three colours are red, green and", "truncated response: ends with the word 'and'"),
+    ("The list is as follows:", "truncated response: ends with ':'"),
+])
+def test_broken_responses(response, expected):
+    assert check("select.broken_response_filter", rec("Name three colours.", response)) == expected
+
+
+def test_language_with_confidence():
+    french = rec("Décris Paris.", "Paris est la capitale de la France, célèbre pour la tour Eiffel et ses musées.")
+    reason = check("select.language_filter", french)
+    assert reason.startswith("language fr (confidence") and "is not one of en" in reason
+    assert check("select.language_filter", french, languages=["en", "fr"]) is None
+
+
+def test_preset_names_the_rule_on_real_answers():
+    path = shared_data("alpaca_eval/outputs/falcon-7b-instruct.jsonl")
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    op = get_operator("select.alpaca_rules")()
+    reasons = [op.reject_reason(rec(r["instruction"], r["output"])) for r in rows[:300]]
+    rejected = [r for r in reasons if r]
+    assert 0 < len(rejected) < 150  # falcon-7b answers are weak but mostly real answers
+    assert {r.split(":")[0] for r in rejected} <= {"length", "broken", "symbols", "repetition", "refusal", "language"}
+    refusal_rows = [r for r in rows[:300] if "as an ai language model" in r["output"].lower()]
+    for row in refusal_rows:
+        assert op.reject_reason(rec(row["instruction"], row["output"])) is not None
