@@ -38,8 +38,12 @@ class ModelSpec(BaseModel):
         return self.backend in ("sentence-transformers", "openai-embeddings")
 
 
-def build_model(spec: ModelSpec):
-    """Instantiate the backend of a spec (imports only that backend)."""
+def build_model(spec: ModelSpec, quiet: bool = False):
+    """Instantiate the backend of a spec (imports only that backend); ``quiet`` hides loading bars."""
+    if quiet:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
     if spec.backend == "transformers":
         from dataflywheel.models.transformers_llm import TransformersLLM
         return TransformersLLM(spec.model, **spec.options)
@@ -59,9 +63,10 @@ def build_model(spec: ModelSpec):
 class ModelRegistry:
     """Roles -> cached models. Roles not named fall back to the bundled defaults ('embedder' -> MiniLM)."""
 
-    def __init__(self, specs: dict[str, dict] | None = None, cache: CallCache | None = None):
+    def __init__(self, specs: dict[str, dict] | None = None, cache: CallCache | None = None, quiet: bool = False):
         self.specs = {role: ModelSpec(**spec) for role, spec in (specs or {}).items()}
         self.cache = cache
+        self.quiet = quiet
         self._built: dict[str, Any] = {}
 
     def spec(self, role: str, embedder: bool = False) -> ModelSpec:
@@ -77,7 +82,7 @@ class ModelRegistry:
         key = spec.model_dump_json()
         if key not in self._built:
             wrapper = CachedEmbedder if embedder else CachedLLM
-            self._built[key] = wrapper(lambda: build_model(spec), self.cache, spec.cache_name())
+            self._built[key] = wrapper(lambda: build_model(spec, self.quiet), self.cache, spec.cache_name())
         return self._built[key]
 
     def llm(self, role: str = "default") -> CachedLLM:
