@@ -40,4 +40,4 @@ clean:
 bench-peers: install
 	$(PIP) install --quiet datasketch rensa
 	$(PYTHON) -m venv .venv-dj
-	.venv-dj/bin/python -m pip install --quiet py-data-juicer
+	.venv-dj/bin/python -m pip install --quiet torch==2.13.0 py-data-juicer aiohttp

@@ -1,0 +1,28 @@
+"""Every example recipe runs on the shipped example data and keeps the invariant."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dataflywheel.pipeline import LocalExecutor, parse_recipe
+from tests.conftest import REPO
+
+RECIPES = sorted((REPO / "examples" / "recipes").glob("*.yaml"))
+USES_MODELS = {"clean.yaml"}
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_example_recipe_runs(path, tmp_path, monkeypatch, request):
+    if path.name in USES_MODELS:
+        request.applymarker(pytest.mark.model)
+    monkeypatch.chdir(REPO)  # recipes use paths relative to the repository root
+    data = yaml.safe_load(path.read_text())
+    data["output"]["dir"] = str(tmp_path / "run")
+    data["cache"] = str(tmp_path / "calls.sqlite")
+    manifest = LocalExecutor(parse_recipe(data, str(path)), quiet=True).execute()
+    totals = manifest["totals"]
+    assert manifest["status"] == "finished"
+    assert totals["read"] + totals["generated"] == totals["output"] + totals["rejected"]
+    assert 0 < totals["output"] < totals["read"]
+    assert Path(manifest["output"]["path"]).exists()
