@@ -6,6 +6,7 @@ import sys
 import time
 
 import httpx
+import numpy as np
 import pytest
 
 from dataflywheel.models.bundled import smollm2_gguf
@@ -29,7 +30,7 @@ def server_url(tmp_path_factory):
     log_file = open(log, "wb")  # a file, not a pipe: a full pipe would block the chatty server
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()),
                              "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--logits_all", "true",
-                             "--model_alias", "smollm2"], stdout=log_file, stderr=subprocess.STDOUT)
+                             "--model_alias", "smollm2", "--embedding", "true"], stdout=log_file, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.time() + 120
     try:
@@ -88,3 +89,14 @@ def test_prompt_logprobs_cover_the_continuation_tokens(served, smollm2):
     [values] = served.logprobs(["The capital of France is"], [" Paris, a city of light."])
     expected = len(smollm2.tokenizer(" Paris, a city of light.", add_special_tokens=False)["input_ids"])
     assert len(values) == expected and all(v <= 0 for v in values)
+
+
+def test_embeddings_endpoint(server_url):
+    from dataflywheel.models.embed import OpenAIEmbedder
+
+    embedder = OpenAIEmbedder("smollm2", base_url=server_url, batch_size=2)
+    texts = ["How do I bake bread?", "The stock market fell.", "How do I bake bread?"]
+    vectors = embedder.embed(texts)
+    assert vectors.shape == (3, 576) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(vectors[0], vectors[2], atol=1e-5) and not np.allclose(vectors[0], vectors[1], atol=1e-2)

@@ -1,3 +1,5 @@
+import pytest
+
 from dataflywheel.ops import get_operator
 from dataflywheel.records import make_record
 
@@ -32,3 +34,12 @@ def test_length_filter_reasons():
     assert op.reject_reason(rec("two words", "a")) == "response too short: 1 words < 2"
     assert op.reject_reason(rec("two words", "a b c d e")) == "response too long: 5 words > 4"
     assert op.reject_reason(rec("two words", "a b c")) is None
+
+
+@pytest.mark.model
+def test_length_filter_token_bounds():
+    cls = get_operator("select.length_filter")
+    op = cls(cls.Config(max_response_tokens=5))
+    assert op.reject_reason(rec("Say hi.", "hi")) is None
+    reason = op.reject_reason(rec("Say hi.", "antidisestablishmentarianism is long"))
+    assert reason.startswith("response too long:") and reason.endswith("tokens > 5")

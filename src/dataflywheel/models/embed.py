@@ -60,7 +60,9 @@ class OpenAIEmbedder:
             rows = sorted(data["data"], key=lambda d: d.get("index", 0))
             if len(rows) != len(batch):
                 raise ValueError(f"asked for {len(batch)} embeddings, got {len(rows)}")
-            return [r["embedding"] for r in rows]
+            # servers that return one vector per token (llama.cpp without pooling) get mean pooling
+            return [np.asarray(r["embedding"], dtype=np.float32).reshape(-1, np.shape(r["embedding"])[-1]).mean(0)
+                    for r in rows]
 
         batches = [list(texts[i:i + self.batch_size]) for i in range(0, len(texts), self.batch_size)]
         vectors = [v for chunk in self.client.map(one, batches) for v in chunk]

@@ -15,6 +15,10 @@ class LengthFilterConfig(OpConfig):
     max_instruction_words: int | None = None
     min_response_words: int = 1
     max_response_words: int | None = None
+    max_instruction_tokens: int | None = None
+    max_response_tokens: int | None = None
+    tokenizer: str = "smollm2"
+    """Tokenizer for the token bounds: 'smollm2' (bundled) or a Hugging Face model dir; loaded only when used."""
 
     @model_validator(mode="after")
     def _bounds_in_order(self):
@@ -27,10 +31,18 @@ class LengthFilterConfig(OpConfig):
 
 @register
 class LengthFilter(Filter):
-    """Reject records whose instruction or response word count is outside the bounds."""
+    """Reject records whose instruction or response word (or token) count is outside the bounds."""
 
     name = "select.length_filter"
     Config = LengthFilterConfig
+
+    def _tokens(self, text: str) -> int:
+        if not hasattr(self, "_tokenizer"):
+            from transformers import AutoTokenizer
+
+            from dataflywheel.models.bundled import resolve_llm_path
+            self._tokenizer = AutoTokenizer.from_pretrained(resolve_llm_path(self.config.tokenizer))
+        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def reject_reason(self, record: dict) -> str | None:
         for part, text in (("instruction", instruction_text(record)), ("response", response_text(record))):
@@ -40,4 +52,7 @@ class LengthFilter(Filter):
                 return f"{part} too short: {words} words < {low}"
             if high is not None and words > high:
                 return f"{part} too long: {words} words > {high}"
+            max_tokens = getattr(self.config, f"max_{part}_tokens")
+            if max_tokens is not None and (tokens := self._tokens(text)) > max_tokens:
+                return f"{part} too long: {tokens} tokens > {max_tokens}"
         return None
