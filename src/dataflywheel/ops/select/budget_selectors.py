@@ -1,0 +1,172 @@
+"""Budgeted subset selectors: top-k on scores, DEITA, k-center greedy, cluster-balanced, density sampling."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from dataflywheel.algorithms.semdedup import kmeans_labels
+from dataflywheel.algorithms.subset import (budget_size, cluster_balanced, deita_select, inverse_propensity_sample,
+                                            k_center_greedy, knn_density, rank_order, zscore)
+from dataflywheel.ops.base import OpConfig, Selection, Selector
+from dataflywheel.ops.registry import register
+from dataflywheel.ops.select.embedding_scan import gather, keep_only
+
+TextField = Literal["instruction", "response", "conversation"]
+
+
+class BudgetConfig(OpConfig):
+    count: int | None = Field(default=None, ge=0)
+    """Keep exactly this many records."""
+    fraction: float | None = Field(default=None, gt=0.0, le=1.0)
+    """Keep this share of the records (used when count is not set)."""
+
+
+class TopKConfig(BudgetConfig):
+    scores: dict[str, float] = Field(default_factory=dict)
+    """Score name -> weight. One score is used as is; several are z-scored, then summed with the weights."""
+    threshold: float | None = None
+    """Keep records whose (combined) score is >= threshold, instead of (or within) a count/fraction."""
+
+    @model_validator(mode="after")
+    def _needs_scores(self):
+        if not self.scores:
+            raise ValueError("name at least one score, e.g. scores: {ifd: 1.0}")
+        return self
+
+
+@register
+class TopK(Selector):
+    """Keep the top records by one score or a weighted combination (count, fraction and/or threshold)."""
+
+    name = "select.top_k"
+    Config = TopKConfig
+
+    def select(self, scan) -> Selection:
+        cfg = self.config
+        found = gather(scan, score_names=tuple(cfg.scores))
+        if len(cfg.scores) == 1:
+            [(name, weight)] = cfg.scores.items()
+            combined = found.scores[name] * np.sign(weight)
+        else:
+            combined = sum(weight * zscore(found.scores[name]) for name, weight in cfg.scores.items())
+        n = len(found.ids)
+        order = rank_order(combined)
+        if cfg.threshold is not None:
+            order = np.array([i for i in order if combined[i] >= cfg.threshold], dtype=int)
+        size = budget_size(len(order), cfg.count, cfg.fraction) if (cfg.count or cfg.fraction) else len(order)
+        chosen = [int(i) for i in order[:size]]
+        label = " + ".join(f"{w:g}*{s}" for s, w in cfg.scores.items())
+        selection = Selection()
+        rank = {int(i): r for r, i in enumerate(rank_order(combined))}
+        for i in keep_only(n, chosen, ""):
+            value = combined[i]
+            why = (f"score {value:.4g} < threshold {cfg.threshold}" if cfg.threshold is not None and not value >= cfg.threshold
+                   else f"rank {rank[i] + 1} of {n} by {label}, outside the budget of {len(chosen)}")
+            selection.rejected[i] = f"not selected: {why}"
+        return selection
+
+
+class DeitaConfig(BudgetConfig):
+    score: str = "deita"
+    """Score that orders the records (DEITA's evol score = complexity x quality, or any score)."""
+    tau: float = Field(default=0.9, gt=0.0, le=1.0)
+    """Cosine similarity at or above which a record is too close to one already selected."""
+    field: TextField = "conversation"
+    embedder: str = "embedder"
+
+
+@register
+class DeitaSelect(Selector):
+    """DEITA: walk records by score, add one only if its nearest selected neighbour is below cosine tau."""
+
+    name = "select.deita"
+    Config = DeitaConfig
+
+    def select(self, scan) -> Selection:
+        cfg = self.config
+        found = gather(scan, embedder=self.context.models.embedder(cfg.embedder), field=cfg.field,
+                       score_names=(cfg.score,))
+        n = len(found.ids)
+        if n == 0:
+            return Selection()
+        budget = budget_size(n, cfg.count, cfg.fraction)
+        chosen = deita_select(rank_order(found.scores[cfg.score]), found.embeddings, budget, cfg.tau)
+        return Selection(rejected=keep_only(n, chosen, f"not selected by DEITA (score {cfg.score}, tau {cfg.tau}, "
+                                                      f"budget {budget}): lower score or too similar to a kept record"))
+
+
+class EmbeddingBudgetConfig(BudgetConfig):
+    field: TextField = "conversation"
+    embedder: str = "embedder"
+
+
+@register
+class KCenterSelect(Selector):
+    """k-center greedy (farthest-point coreset) on embeddings: the subset that covers the data best."""
+
+    name = "select.k_center"
+    Config = EmbeddingBudgetConfig
+
+    def select(self, scan) -> Selection:
+        cfg = self.config
+        found = gather(scan, embedder=self.context.models.embedder(cfg.embedder), field=cfg.field)
+        n = len(found.ids)
+        if n == 0:
+            return Selection()
+        budget = budget_size(n, cfg.count, cfg.fraction)
+        chosen = k_center_greedy(found.embeddings, budget, self.context.seed)
+        return Selection(rejected=keep_only(n, chosen, f"not selected by k-center greedy (budget {budget})"))
+
+
+class ClusterConfig(EmbeddingBudgetConfig):
+    n_clusters: int = Field(default=20, ge=1)
+
+
+@register
+class ClusterBalancedSelect(Selector):
+    """k-means on embeddings, then the same number of records from every cluster (balances topics)."""
+
+    name = "select.cluster_balanced"
+    Config = ClusterConfig
+
+    def select(self, scan) -> Selection:
+        cfg = self.config
+        found = gather(scan, embedder=self.context.models.embedder(cfg.embedder), field=cfg.field)
+        n = len(found.ids)
+        if n == 0:
+            return Selection()
+        labels, _ = kmeans_labels(found.embeddings, cfg.n_clusters, self.context.seed)
+        budget = budget_size(n, cfg.count, cfg.fraction)
+        chosen = cluster_balanced(labels, budget, self.context.seed)
+        selection = Selection(rejected=keep_only(n, chosen, f"not selected: cluster quota met (budget {budget})"))
+        selection.meta = {i: {"cluster": int(labels[i])} for i in range(n)}
+        return selection
+
+
+class DensityConfig(EmbeddingBudgetConfig):
+    k: int = Field(default=10, ge=1)
+    bandwidth: float = Field(default=0.1, gt=0.0)
+
+
+@register
+class DensitySample(Selector):
+    """Density sampling (Sachdeva et al., 2024): keep records with probability proportional to 1 / k-NN density."""
+
+    name = "select.density_sample"
+    Config = DensityConfig
+
+    def select(self, scan) -> Selection:
+        cfg = self.config
+        found = gather(scan, embedder=self.context.models.embedder(cfg.embedder), field=cfg.field)
+        n = len(found.ids)
+        if n == 0:
+            return Selection()
+        density = knn_density(found.embeddings, cfg.k, cfg.bandwidth)
+        budget = budget_size(n, cfg.count, cfg.fraction)
+        chosen = inverse_propensity_sample(density, budget, self.context.seed)
+        selection = Selection(rejected=keep_only(n, chosen, f"not drawn by density sampling (budget {budget})"))
+        selection.meta = {i: {"density": round(float(density[i]), 6)} for i in range(n)}
+        return selection

@@ -1,0 +1,37 @@
+"""Shared by the global selectors: one pass that gathers ids, embeddings and score values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dataflywheel.records import text_of
+
+
+@dataclass
+class Gathered:
+    ids: list[str]
+    embeddings: np.ndarray | None
+    scores: dict[str, np.ndarray]
+
+
+def gather(scan, *, embedder=None, field: str = "conversation", score_names: tuple[str, ...] = ()) -> Gathered:
+    """Stream the dataset once; embed ``field`` when an embedder is given; collect the named scores (NaN if absent)."""
+    ids: list[str] = []
+    blocks = []
+    values: dict[str, list[float]] = {name: [] for name in score_names}
+    for batch in scan():
+        ids.extend(r["id"] for r in batch)
+        if embedder is not None:
+            blocks.append(embedder.embed([text_of(r, field) for r in batch]))
+        for name in score_names:
+            values[name].extend(float(r.get("scores", {}).get(name, float("nan"))) for r in batch)
+    embeddings = np.concatenate(blocks).astype(np.float32) if blocks else None
+    return Gathered(ids, embeddings, {k: np.asarray(v, dtype=np.float64) for k, v in values.items()})
+
+
+def keep_only(n: int, chosen: list[int], reason: str) -> dict[int, str]:
+    """Rejections for every position not chosen."""
+    kept = set(chosen)
+    return {i: reason for i in range(n) if i not in kept}

@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from dataflywheel.models import ModelRegistry
+from dataflywheel.ops import OpContext, get_operator
+from dataflywheel.records import make_record
+
+
+def records_with(values):
+    return [make_record([{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"a{i}"}],
+                        scores={"q": v, "len": float(i)}) for i, v in enumerate(values)]
+
+
+def run(name, records, context=None, **config):
+    cls = get_operator(name)
+    return cls(cls.Config(**config), context or OpContext()).select(lambda: iter([records[:7], records[7:]]))
+
+
+def test_top_k_budget_is_met_exactly_and_reasons_name_the_rank():
+    records = records_with([0.3, 0.9, float("nan"), 0.5, 0.1, 0.8, 0.7, 0.2, 0.6, 0.4])
+    selection = run("select.top_k", records, scores={"q": 1.0}, count=3)
+    kept = sorted(set(range(10)) - set(selection.rejected))
+    assert kept == [1, 5, 6]
+    assert selection.rejected[2].startswith("not selected: rank 10 of 10 by 1*q")
+    assert len(run("select.top_k", records, scores={"q": 1.0}, fraction=0.5).rejected) == 5
+    threshold = run("select.top_k", records, scores={"q": 1.0}, threshold=0.65)
+    assert sorted(set(range(10)) - set(threshold.rejected)) == [1, 5, 6]
+    assert "< threshold 0.65" in threshold.rejected[0]
+
+
+def test_top_k_weighted_combination():
+    records = records_with([1.0, 0.0, 0.5])
+    combined = run("select.top_k", records, scores={"q": 1.0, "len": 1.0}, count=1)
+    assert set(combined.rejected) == {0, 1}  # record 2: mid q, highest len
+
+
+def test_top_k_needs_a_score():
+    with pytest.raises(ValueError, match="name at least one score"):
+        get_operator("select.top_k").Config(count=3)
+
+
+@pytest.mark.model
+def test_embedding_selectors_with_the_bundled_embedder():
+    texts = ["How do I bake bread?", "How can I bake bread at home?", "Give me a bread recipe.",
+             "What is the capital of France?", "Name the capital city of France.", "Explain quantum tunnelling.",
+             "Write a poem about the sea.", "Translate 'hello' into Spanish.", "What is 17 times 3?",
+             "List three prime numbers."]
+    records = records_with(np.linspace(1, 0, len(texts)))
+    for record, text in zip(records, texts):
+        record["messages"][0]["content"] = text
+    context = OpContext(seed=0, models=ModelRegistry(cache=None))
+    deita = run("select.deita", records, context, score="q", tau=0.7, count=5, field="instruction")
+    kept = sorted(set(range(10)) - set(deita.rejected))
+    assert len(kept) == 5 and 0 in kept and not {0, 1} <= set(kept)
+    for name in ("select.k_center", "select.density_sample"):
+        first = run(name, records, context, count=4, field="instruction")
+        assert len(first.rejected) == 6
+        assert run(name, records, context, count=4, field="instruction").rejected == first.rejected
+    balanced = run("select.cluster_balanced", records, context, count=4, n_clusters=2, field="instruction")
+    assert len(balanced.rejected) == 6
