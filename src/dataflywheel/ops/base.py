@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
@@ -40,6 +41,7 @@ class Operator:
     def __init__(self, config: OpConfig | None = None, context: OpContext | None = None):
         self.config = config if config is not None else self.Config()
         self.context = context or OpContext()
+        self.counters: Counter = Counter()  # warnings worth reporting (e.g. unparsable answers); in the manifest
 
     @classmethod
     def summary(cls) -> str:

@@ -158,7 +158,7 @@ class LocalExecutor:
         return {"name": name, "op": op.name, "kind": op.kind, "status": "done", "in": counts["in"], "out": out.count,
                 "rejected": rejects.count, "generated": counts["generated"],
                 "seconds": round(time.perf_counter() - started, 3), "checkpoint": str(self.run.checkpoint(index, name)),
-                "models": _usage_delta(usage_before, self.models.usage())}
+                "models": _usage_delta(usage_before, self.models.usage()), "warnings": dict(op.counters)}
 
     def _apply_selection(self, op: Selector, scan: Callable, name: str, out, rejects, counts, advance) -> None:
         selection = op.select(scan)

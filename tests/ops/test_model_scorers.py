@@ -1,0 +1,71 @@
+import json
+import math
+
+import pytest
+
+from dataflywheel.models import ModelRegistry
+from dataflywheel.ops import OpContext, get_operator
+from dataflywheel.ops.score.ask_llm import p_yes
+from dataflywheel.ops.score.judge import expected_score, parse_score
+from dataflywheel.records import make_record
+from tests.conftest import shared_data
+
+
+def test_expected_score_from_token_probabilities():
+    top = {"4": math.log(0.6), " 5": math.log(0.2), "The": math.log(0.15), "9": math.log(0.05)}
+    assert expected_score(top, 0, 5) == pytest.approx((4 * 0.6 + 5 * 0.2) / 0.8)
+    assert math.isnan(expected_score({"The": -0.1}, 0, 5))
+
+
+def test_parse_score_takes_the_first_number_on_the_scale():
+    assert parse_score("Score: 4. The answer is good.", 0, 5) == 4
+    assert parse_score("I'd say 12 points... no, 3", 0, 5) == 3
+    assert math.isnan(parse_score("excellent!", 0, 5))
+
+
+def test_p_yes_is_normalised_over_yes_and_no():
+    assert p_yes({"Yes": math.log(0.3), " yes": math.log(0.1), "No": math.log(0.1), "Maybe": math.log(0.5)}) == \
+        pytest.approx(0.8)
+    assert math.isnan(p_yes({"Maybe": -0.1}))
+
+
+def pairs(n):
+    strong = shared_data("alpaca_eval/outputs/gpt4_1106_preview.jsonl")
+    weak = shared_data("alpaca_eval/outputs/oasst-sft-pythia-12b.jsonl")
+    rows = []
+    for a, b in zip(strong.read_text().splitlines(), weak.read_text().splitlines()):
+        a, b = json.loads(a), json.loads(b)
+        if len(a["output"]) < 1200 and len(b["output"]) < 1200:
+            rows.append((a, b))
+        if len(rows) == n:
+            return rows
+    return rows
+
+
+def record(row):
+    return make_record([{"role": "user", "content": row["instruction"]}, {"role": "assistant", "content": row["output"]}])
+
+
+@pytest.mark.model
+def test_ifd_ranks_the_stronger_models_answers_higher():
+    # measured with the bundled SmolLM2 over 39 sample instructions: 90% (the length baseline: 94%)
+    context = OpContext(models=ModelRegistry(cache=None))
+    scorer = get_operator("score.ifd")(None, context)
+    rows = pairs(16)
+    strong = scorer.score_batch([record(a) for a, _ in rows])
+    weak = scorer.score_batch([record(b) for _, b in rows])
+    wins = sum(s["ifd"] > w["ifd"] for s, w in zip(strong, weak))
+    assert wins >= 11, f"IFD ranked the stronger answer higher in {wins}/16 pairs"
+
+
+@pytest.mark.model
+def test_judge_and_ask_llm_give_scores_on_their_scale():
+    context = OpContext(models=ModelRegistry(cache=None))
+    records = [record(a) for a, _ in pairs(3)]
+    for rubric, (low, high) in (("alpagasus", (0, 5)), ("deita_complexity", (1, 6))):
+        cls = get_operator("score.judge")
+        scores = cls(cls.Config(rubric=rubric), context).score_batch(records)
+        assert all(math.isnan(s) or low <= s <= high for s in scores)
+        assert sum(not math.isnan(s) for s in scores) >= 2
+    asked = get_operator("score.ask_llm")(None, context).score_batch(records)
+    assert all(0.0 <= s <= 1.0 for s in asked if not math.isnan(s))
