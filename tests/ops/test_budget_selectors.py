@@ -58,3 +58,18 @@ def test_embedding_selectors_with_the_bundled_embedder():
         assert run(name, records, context, count=4, field="instruction").rejected == first.rejected
     balanced = run("select.cluster_balanced", records, context, count=4, n_clusters=2, field="instruction")
     assert len(balanced.rejected) == 6
+
+
+@pytest.mark.model
+def test_embedding_scores_are_written_and_drop_nothing(tmp_path):
+    from dataflywheel.pipeline import LocalExecutor, parse_recipe
+    from tests.conftest import EXAMPLE_DATA, read_jsonl
+
+    recipe = parse_recipe({"input": {"path": str(EXAMPLE_DATA)}, "output": {"dir": str(tmp_path / "run")},
+                           "cache": "off", "steps": [{"op": "score.embedding", "field": "instruction"}]})
+    manifest = LocalExecutor(recipe, quiet=True).execute()
+    assert manifest["totals"]["rejected"] == 0
+    rows = read_jsonl(tmp_path / "run" / "output.jsonl")
+    assert all({"density", "centroid_distance"} <= set(r["scores"]) for r in rows)
+    # four answers share each instruction: their instruction embeddings are identical, so densities are high
+    assert max(r["scores"]["density"] for r in rows) > min(r["scores"]["density"] for r in rows)

@@ -83,10 +83,11 @@ class Scorer(Operator):
 
 @dataclass
 class Selection:
-    """A selector's decision by record position: drops with reasons, meta notes for any record."""
+    """A selector's decision by record position: drops with reasons, meta notes and scores for any record."""
 
     rejected: dict[int, str] = field(default_factory=dict)
     meta: dict[int, dict] = field(default_factory=dict)
+    scores: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 class Selector(Operator):

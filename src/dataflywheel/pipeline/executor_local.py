@@ -165,9 +165,11 @@ class LocalExecutor:
         position = 0
         for batch in scan():
             for record in batch:
-                note = selection.meta.get(position)
+                note, scores = selection.meta.get(position), selection.scores.get(position)
                 if note:
                     record = {**record, "meta": {**record["meta"], **note}}
+                if scores:
+                    record = {**record, "scores": {**record["scores"], **scores}}
                 reason = selection.rejected.get(position)
                 if reason is None:
                     out.add(record_row(record))

@@ -1,0 +1,40 @@
+"""Embedding-space scores: k-NN kernel density and distance to the centroid."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from dataflywheel.algorithms.subset import knn_density
+from dataflywheel.ops.base import OpConfig, Selection, Selector
+from dataflywheel.ops.registry import register
+from dataflywheel.ops.select.embedding_scan import gather
+
+
+class EmbeddingScoresConfig(OpConfig):
+    field: Literal["instruction", "response", "conversation"] = "conversation"
+    embedder: str = "embedder"
+    k: int = Field(default=10, ge=1)
+    bandwidth: float = Field(default=0.1, gt=0.0)
+
+
+@register
+class EmbeddingScores(Selector):
+    """Score every record by k-NN kernel density and cosine distance to the dataset centroid (drops nothing)."""
+
+    name = "score.embedding"
+    Config = EmbeddingScoresConfig
+
+    def select(self, scan) -> Selection:
+        cfg = self.config
+        found = gather(scan, embedder=self.context.models.embedder(cfg.embedder), field=cfg.field)
+        if not found.ids:
+            return Selection()
+        density = knn_density(found.embeddings, cfg.k, cfg.bandwidth)
+        centre = found.embeddings.mean(axis=0)
+        centre /= max(float(np.linalg.norm(centre)), 1e-12)
+        distance = 1.0 - found.embeddings @ centre
+        return Selection(scores={i: {"density": float(density[i]), "centroid_distance": float(distance[i])}
+                                 for i in range(len(found.ids))})
