@@ -77,6 +77,17 @@ class TransformersLLM:
             out.append((head + tail, len(head)))
         return out
 
+    def _hidden(self, sequences: list[list[int]]):
+        """Last hidden states of right-padded sequences (padding after the text never changes the text's states)."""
+        torch = self.torch
+        width = max(len(seq) for seq in sequences)
+        ids = torch.full((len(sequences), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            mask[row, : len(seq)] = 1
+        return self.model.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
+
     def logprobs(self, prefixes: list[str], continuations: list[str]) -> list[list[float]]:
         """Per-token log-probabilities of each continuation (batched by length, right-padded)."""
         torch = self.torch
@@ -86,14 +97,7 @@ class TransformersLLM:
         results: list[list[float]] = [[] for _ in pairs]
         with torch.inference_mode():
             for batch in _batches(order, lengths, self.batch_tokens, self.batch_size):
-                width = max(lengths[i] for i in batch)
-                ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    ids[row, : lengths[i]] = torch.tensor(pairs[i][0])
-                    mask[row, : lengths[i]] = 1
-                hidden = self.model.model(input_ids=ids.to(self.device),
-                                          attention_mask=mask.to(self.device)).last_hidden_state
+                hidden = self._hidden([pairs[i][0] for i in batch])
                 # position t predicts token t+1: gather only the continuation positions
                 rows, cols, targets = [], [], []
                 for row, i in enumerate(batch):
@@ -125,14 +129,7 @@ class TransformersLLM:
         results: list[dict[str, float]] = [{} for _ in encoded]
         with torch.inference_mode():
             for batch in _batches(order, lengths, self.batch_tokens, self.batch_size):
-                width = max(lengths[i] for i in batch)
-                ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    ids[row, : lengths[i]] = torch.tensor(encoded[i])
-                    mask[row, : lengths[i]] = 1
-                hidden = self.model.model(input_ids=ids.to(self.device),
-                                          attention_mask=mask.to(self.device)).last_hidden_state
+                hidden = self._hidden([encoded[i] for i in batch])
                 last = hidden[torch.arange(len(batch)), torch.tensor([lengths[i] - 1 for i in batch])]
                 logprobs = torch.log_softmax(self.model.lm_head(last).float(), -1)
                 top = torch.topk(logprobs, k, dim=-1)

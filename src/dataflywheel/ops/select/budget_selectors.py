@@ -103,12 +103,13 @@ class EmbeddingBudgetConfig(BudgetConfig):
     embedder: str = "embedder"
 
 
-@register
-class KCenterSelect(Selector):
-    """k-center greedy (farthest-point coreset) on embeddings: the subset that covers the data best."""
+class _EmbeddingBudgetSelector(Selector):
+    """Embed every record, then keep the positions ``choose`` returns (plus optional meta notes)."""
 
-    name = "select.k_center"
-    Config = EmbeddingBudgetConfig
+    reason = "not selected"
+
+    def choose(self, embeddings: np.ndarray, budget: int) -> tuple[list[int], dict[int, dict]]:
+        raise NotImplementedError
 
     def select(self, scan) -> Selection:
         cfg = self.config
@@ -117,8 +118,20 @@ class KCenterSelect(Selector):
         if n == 0:
             return Selection()
         budget = budget_size(n, cfg.count, cfg.fraction)
-        chosen = k_center_greedy(found.embeddings, budget, self.context.seed)
-        return Selection(rejected=keep_only(n, chosen, f"not selected by k-center greedy (budget {budget})"))
+        chosen, meta = self.choose(found.embeddings, budget)
+        return Selection(rejected=keep_only(n, chosen, f"{self.reason} (budget {budget})"), meta=meta)
+
+
+@register
+class KCenterSelect(_EmbeddingBudgetSelector):
+    """k-center greedy (farthest-point coreset) on embeddings: the subset that covers the data best."""
+
+    name = "select.k_center"
+    Config = EmbeddingBudgetConfig
+    reason = "not selected by k-center greedy"
+
+    def choose(self, embeddings, budget):
+        return k_center_greedy(embeddings, budget, self.context.seed), {}
 
 
 class ClusterConfig(EmbeddingBudgetConfig):
@@ -126,24 +139,17 @@ class ClusterConfig(EmbeddingBudgetConfig):
 
 
 @register
-class ClusterBalancedSelect(Selector):
+class ClusterBalancedSelect(_EmbeddingBudgetSelector):
     """k-means on embeddings, then the same number of records from every cluster (balances topics)."""
 
     name = "select.cluster_balanced"
     Config = ClusterConfig
+    reason = "not selected: cluster quota met"
 
-    def select(self, scan) -> Selection:
-        cfg = self.config
-        found = gather(scan, embedder=self.context.models.embedder(cfg.embedder), field=cfg.field)
-        n = len(found.ids)
-        if n == 0:
-            return Selection()
-        labels, _ = kmeans_labels(found.embeddings, cfg.n_clusters, self.context.seed)
-        budget = budget_size(n, cfg.count, cfg.fraction)
+    def choose(self, embeddings, budget):
+        labels, _ = kmeans_labels(embeddings, self.config.n_clusters, self.context.seed)
         chosen = cluster_balanced(labels, budget, self.context.seed)
-        selection = Selection(rejected=keep_only(n, chosen, f"not selected: cluster quota met (budget {budget})"))
-        selection.meta = {i: {"cluster": int(labels[i])} for i in range(n)}
-        return selection
+        return chosen, {i: {"cluster": int(label)} for i, label in enumerate(labels)}
 
 
 class DensityConfig(EmbeddingBudgetConfig):
@@ -152,21 +158,14 @@ class DensityConfig(EmbeddingBudgetConfig):
 
 
 @register
-class DensitySample(Selector):
+class DensitySample(_EmbeddingBudgetSelector):
     """Density sampling (Sachdeva et al., 2024): keep records with probability proportional to 1 / k-NN density."""
 
     name = "select.density_sample"
     Config = DensityConfig
+    reason = "not drawn by density sampling"
 
-    def select(self, scan) -> Selection:
-        cfg = self.config
-        found = gather(scan, embedder=self.context.models.embedder(cfg.embedder), field=cfg.field)
-        n = len(found.ids)
-        if n == 0:
-            return Selection()
-        density = knn_density(found.embeddings, cfg.k, cfg.bandwidth)
-        budget = budget_size(n, cfg.count, cfg.fraction)
+    def choose(self, embeddings, budget):
+        density = knn_density(embeddings, self.config.k, self.config.bandwidth)
         chosen = inverse_propensity_sample(density, budget, self.context.seed)
-        selection = Selection(rejected=keep_only(n, chosen, f"not drawn by density sampling (budget {budget})"))
-        selection.meta = {i: {"density": round(float(density[i]), 6)} for i in range(n)}
-        return selection
+        return chosen, {i: {"density": round(float(d), 6)} for i, d in enumerate(density)}
