@@ -108,7 +108,8 @@ def main() -> None:
         seconds = time.perf_counter() - started
         values = {m: {} for m in records}
         for (m, i), value in zip(flat, out):
-            values[m][i] = float(pick(value))
+            picked = pick(value)
+            values[m][i] = picked if isinstance(picked, dict) else float(picked)
         return values, len(batch) / seconds
 
     local = OpContext(models=registry)
@@ -116,10 +117,11 @@ def main() -> None:
         "answer length in tokens (baseline)": ({m: {i: float(v) for i, v in d.items()} for m, d in lengths.items()},
                                                float("nan")),
     }
-    ifd_values, ifd_rate = run("score.ifd", local, lambda v: v["ifd"])
-    results["IFD L(A|Q)/L(A), SmolLM2 (higher = better)"] = (ifd_values, ifd_rate / 1)
-    loss_values, _ = run("score.ifd", local, lambda v: -v["ifd.answer_loss"])
-    results["answer loss given instruction, SmolLM2 (lower = better)"] = (loss_values, ifd_rate)
+    ifd_values, ifd_rate = run("score.ifd", local, lambda v: v)
+    results["IFD L(A|Q)/L(A), SmolLM2 (higher = better)"] = (
+        {m: {i: v["ifd"] for i, v in d.items()} for m, d in ifd_values.items()}, ifd_rate)
+    results["answer loss given instruction, SmolLM2 (lower = better)"] = (
+        {m: {i: -v["ifd.answer_loss"] for i, v in d.items()} for m, d in ifd_values.items()}, ifd_rate)
     for rubric in ("alpagasus", "deita_quality"):
         results[f"judge {rubric}, SmolLM2, expected score"] = run("score.judge", local, lambda v: v, rubric=rubric,
                                                                   model="default")

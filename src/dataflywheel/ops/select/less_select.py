@@ -1,0 +1,82 @@
+"""LESS: keep the records whose LoRA gradients point where the target examples' gradients point."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from dataflywheel.algorithms.subset import budget_size, rank_order
+from dataflywheel.io import ReadReject, read_records
+from dataflywheel.ops.base import Selection, Selector
+from dataflywheel.ops.registry import register
+from dataflywheel.ops.select.budget_selectors import BudgetConfig
+from dataflywheel.records import prompt_turns, response_text
+
+
+class LessConfig(BudgetConfig):
+    target: str
+    """Dataset file of target/validation examples (any readable format) whose gradients the selection follows."""
+    model: str = "smollm2"
+    """Local causal LM (bundled name or a Hugging Face model dir); LESS needs its gradients."""
+    rank: int = Field(default=8, ge=1)
+    warmup_fraction: float = Field(default=0.05, gt=0.0, le=1.0)
+    """Share of the pool used to warm up the LoRA weights (LESS: 5%)."""
+    warmup_epochs: int = Field(default=1, ge=1)
+    lr: float = Field(default=2e-5, gt=0.0)
+    dims: int = Field(default=8192, ge=16)
+    """Dimension of the random projection."""
+    max_length: int = Field(default=256, ge=16)
+    batch_size: int = Field(default=8, ge=1)
+    score_name: str = "less"
+
+
+@register
+class LessSelect(Selector):
+    """LESS (Xia et al., 2024): LoRA warm-up, Adam-preconditioned per-sample gradients, max cosine to target gradients; top-k."""
+
+    name = "select.less"
+    Config = LessConfig
+
+    def _examples(self, records: list[dict], model) -> list[tuple[str, str]]:
+        tokenizer = model.tokenizer
+        return [(tokenizer.apply_chat_template(prompt_turns(r), tokenize=False, add_generation_prompt=True),
+                 response_text(r)) for r in records]
+
+    def select(self, scan) -> Selection:
+        from dataflywheel.algorithms.less import add_lora, gradient_features, less_scores, warm_up
+        from dataflywheel.models.transformers_llm import TransformersLLM
+
+        cfg = self.config
+        pool = [r for batch in scan() for r in batch]
+        if not pool:
+            return Selection()
+        targets = [r for r in read_records(cfg.target) if not isinstance(r, ReadReject)]
+        if not targets:
+            raise ValueError(f"select.less: no readable target examples in {cfg.target}")
+        backend = TransformersLLM(cfg.model)
+        torch_seed = self.context.seed
+        import torch
+
+        torch.manual_seed(torch_seed)
+        model = add_lora(backend.model, cfg.rank)
+        rng = np.random.default_rng(self.context.seed)
+        warm = rng.choice(len(pool), size=max(1, int(round(cfg.warmup_fraction * len(pool)))), replace=False)
+        options = dict(max_length=cfg.max_length, seed=self.context.seed)
+        examples = self._examples(pool, backend)
+        optimizer = warm_up(model, backend.tokenizer, [examples[i] for i in warm], epochs=cfg.warmup_epochs,
+                            lr=cfg.lr, batch_size=4, **options)
+        train = gradient_features(model, backend.tokenizer, examples, optimizer=optimizer, dims=cfg.dims,
+                                  batch_size=cfg.batch_size, **options)
+        target = gradient_features(model, backend.tokenizer, self._examples(targets, backend), dims=cfg.dims,
+                                   batch_size=cfg.batch_size, **options)
+        scores = less_scores(train, target)
+        budget = budget_size(len(pool), cfg.count, cfg.fraction)
+        order = rank_order(scores.astype(np.float64))
+        kept = set(int(i) for i in order[:budget])
+        rank = {int(i): r for r, i in enumerate(order)}
+        selection = Selection(scores={i: {cfg.score_name: float(s)} for i, s in enumerate(scores)})
+        for i in range(len(pool)):
+            if i not in kept:
+                selection.rejected[i] = (f"not selected by LESS: rank {rank[i] + 1} of {len(pool)} by gradient "
+                                         f"similarity to {cfg.target}, outside the budget of {budget}")
+        return selection

@@ -1,0 +1,63 @@
+"""LESS with the bundled SmolLM2 on a tiny pool: records like the target examples rank highest."""
+
+import numpy as np
+import pytest
+import torch
+
+from dataflywheel.io import write_records
+from dataflywheel.ops import OpContext, get_operator
+from dataflywheel.records import make_record
+
+pytestmark = pytest.mark.model
+
+MATH = [("What is 12 plus 30?", "12 plus 30 is 42."), ("What is 7 times 8?", "7 times 8 is 56."),
+        ("What is 100 minus 45?", "100 minus 45 is 55."), ("What is 9 plus 16?", "9 plus 16 is 25."),
+        ("What is 6 times 7?", "6 times 7 is 42."), ("What is 81 divided by 9?", "81 divided by 9 is 9.")]
+POEMS = [("Write a line about the sea.", "The grey sea sighs beneath a sleepy moon."),
+         ("Write a line about autumn.", "Red leaves drift down like slow and quiet fire."),
+         ("Write a line about snow.", "Soft snow hushes every street to sleep."),
+         ("Write a line about spring.", "Green buds wake and stretch toward the sun."),
+         ("Write a line about rain.", "Rain taps its silver fingers on the glass."),
+         ("Write a line about night.", "Night folds the hills in velvet dark.")]
+
+
+def rec(q, a):
+    return make_record([{"role": "user", "content": q}, {"role": "assistant", "content": a}])
+
+
+def test_less_prefers_records_like_the_target(tmp_path):
+    target = tmp_path / "target.jsonl"
+    write_records([rec("What is 15 plus 27?", "15 plus 27 is 42."), rec("What is 4 times 9?", "4 times 9 is 36.")],
+                  target, "messages")
+    pool = [rec(q, a) for q, a in MATH + POEMS]
+    op = get_operator("select.less")
+    selector = op(op.Config(target=str(target), count=6, dims=1024, max_length=64, warmup_fraction=0.5, lr=1e-3),
+                  OpContext(seed=0))
+    selection = selector.select(lambda: iter([pool[:5], pool[5:]]))
+    scores = np.array([selection.scores[i]["less"] for i in range(len(pool))])
+    assert scores[:6].mean() > scores[6:].mean()
+    kept = set(range(len(pool))) - set(selection.rejected)
+    assert len(kept) == 6 and len(kept & set(range(6))) >= 5
+    assert "not selected by LESS" in next(iter(selection.rejected.values()))
+
+
+def test_per_sample_gradients_match_one_at_a_time():
+    from dataflywheel.algorithms.less import _GradientTap, _batch, _encode, add_lora, per_sample_losses
+    from dataflywheel.models.transformers_llm import TransformersLLM
+
+    backend = TransformersLLM("smollm2")
+    torch.manual_seed(0)
+    model = add_lora(backend.model, 4)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)  # B starts at zero: give A a gradient too
+    examples = _encode(backend.tokenizer, [("Q: 2+2?\nA:", " 4"), ("Say something long about cats.", " Cats purr.")], 32)
+    tap = _GradientTap(model)
+    per_sample_losses(model, *_batch(examples, backend.tokenizer.pad_token_id)).sum().backward()
+    name, module = next((n, m) for n, m in tap.modules if n.endswith("lora_A.default"))
+    batched = tap.per_sample(name)
+    for row, example in enumerate(examples):
+        model.zero_grad(set_to_none=True)
+        per_sample_losses(model, *_batch([example], backend.tokenizer.pad_token_id)).sum().backward()
+        assert torch.allclose(batched[row], module.weight.grad.reshape(-1), atol=1e-5, rtol=1e-3)
+    tap.close()
