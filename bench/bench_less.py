@@ -1,0 +1,70 @@
+"""LESS gradient features: our batched per-sample LoRA gradients vs a plain one-backward-per-record loop.
+
+    python bench/bench_less.py [--records 48] [--max-length 256]
+
+Both compute the same per-record LoRA gradients of the bundled SmolLM2 (r=8 on q/k/v/o) on AlpacaEval
+answers; ours runs one backward pass per batch of 8 and recovers each record's gradient from hooks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dataflywheel.algorithms.less import _batch, _encode, add_lora, gradient_features, per_sample_losses  # noqa: E402
+from dataflywheel.models.transformers_llm import TransformersLLM  # noqa: E402
+from report import machine, table, write_section  # noqa: E402
+
+SAMPLE = ROOT / "examples" / "data" / "alpaca_eval_sample.jsonl"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=48)
+    parser.add_argument("--max-length", type=int, default=256)
+    args = parser.parse_args()
+    backend = TransformersLLM("smollm2")
+    torch.manual_seed(0)
+    model = add_lora(backend.model, 8)
+    tok = backend.tokenizer
+    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()[: args.records]]
+    examples = [(tok.apply_chat_template([{"role": "user", "content": r["instruction"]}], tokenize=False,
+                                         add_generation_prompt=True), r["output"]) for r in rows]
+    tokens = sum(len(ids) for ids, _ in _encode(tok, examples, args.max_length))
+
+    started = time.perf_counter()
+    gradient_features(model, tok, examples, dims=8192, batch_size=8, max_length=args.max_length)
+    ours = time.perf_counter() - started
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    started = time.perf_counter()
+    for example in _encode(tok, examples, args.max_length):
+        model.zero_grad(set_to_none=True)
+        per_sample_losses(model, *_batch([example], tok.pad_token_id)).sum().backward()
+        torch.cat([p.grad.reshape(-1) for p in params])
+    plain = time.perf_counter() - started
+
+    rows = [["plain loop: one backward per record", f"{len(examples) / plain:.2f}", f"{tokens / plain:.0f}", "1.00x"],
+            ["dataflywheel gradient_features (batch 8, hooks)", f"{len(examples) / ours:.2f}", f"{tokens / ours:.0f}",
+             f"{plain / ours:.2f}x"]]
+    body = (f"`python bench/bench_less.py --records {args.records} --max-length {args.max_length}` on {machine()}: "
+            f"per-record LoRA gradients (921,600 parameters) of {len(examples)} AlpacaEval answers, {tokens} tokens; "
+            "ours also projects them to 8,192 dimensions.\n\n"
+            + table(["method", "records/s", "tokens/s", "speed-up"], rows)
+            + "\n\nAt this rate a pool of a few thousand records at 256 tokens takes tens of minutes on 2 cores; "
+              "cap `max_length` (e.g. 128) for CPU runs, or use a GPU.")
+    write_section("LESS gradient features", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
