@@ -65,9 +65,11 @@ def ops(name: Optional[str] = typer.Argument(None, help="Show one operator in fu
         except KeyError as e:
             _fail(e.args[0])
         return
-    for name, kind, summary, config in operator_rows():
-        typer.echo(f"{name:<28} {kind:<9} {summary}")
-        typer.echo(f"{'':<28} config: {config or '(none)'}")
+    rows = operator_rows()
+    width = max(len(name) for name, *_ in rows) + 1
+    for name, kind, summary, config in rows:
+        typer.echo(f"{name:<{width}} {kind:<9} {summary}")
+        typer.echo(f"{'':<{width}} config: {config or '(none)'}")
 
 
 @app.command()

@@ -11,7 +11,7 @@ def _fields(cls) -> list[tuple[str, str, str, str]]:
     rows = []
     for name, info in cls.Config.model_fields.items():
         annotation = getattr(info.annotation, "__name__", None) or str(info.annotation).replace("typing.", "")
-        default = "required" if info.is_required() else repr(info.default)
+        default = "required" if info.is_required() else repr(info.get_default(call_default_factory=True))
         rows.append((name, annotation, default, info.description or ""))
     return rows
 
