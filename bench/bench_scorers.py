@@ -79,6 +79,18 @@ def gpt4_agreement(values: dict[str, dict[int, float]], chosen: list[int]) -> fl
     return float(np.mean(agree)) if agree else float("nan")
 
 
+def verdict(results, lengths, chosen) -> str:
+    """One sentence from the numbers: which scorers carry signal beyond answer length."""
+    beyond = [name for name, (values, _) in results.items()
+              if "baseline" not in name and accuracies(values, lengths, chosen)[3] > 0.55]
+    if not beyond:
+        return ("No scorer from the bundled 135M model ranks the stronger answer higher once length is regressed "
+                "out (all <= 55%): on this data its signal is answer length. Judge-style scoring needs a stronger "
+                "model behind the OpenAI-compatible backend (set the two variables above).")
+    return ("Above 55% after regressing out length: " + ", ".join(beyond) + ". The rest carry no signal beyond "
+            "answer length here; judge-style scoring needs a stronger model behind the OpenAI-compatible backend.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instructions", type=int, default=40)
@@ -137,7 +149,7 @@ def main() -> None:
     rows = []
     for name, (values, rate) in results.items():
         raw, matched, n_matched, regressed = accuracies(values, lengths, chosen)
-        rows.append([name, f"{raw:.0%}", f"{matched:.0%} (n={n_matched})", f"{regressed:.0%}",
+        rows.append([name.replace("|", "\\|"), f"{raw:.0%}", f"{matched:.0%} (n={n_matched})", f"{regressed:.0%}",
                      f"{gpt4_agreement(values, chosen):.0%}", "" if math.isnan(rate) else f"{rate:.1f}"])
         print(rows[-1], flush=True)
     server_note = ("" if base_url and model else " No judge server was set (DATAFLYWHEEL_JUDGE_BASE_URL / "
@@ -149,9 +161,7 @@ def main() -> None:
             "linear fit on log length; GPT-4 agreement = same preference as GPT-4 Turbo in AlpacaEval 2's "
             f"annotations (gpt4_1106_preview vs oasst/falcon).{server_note}\n\n"
             + table(["scorer", "accuracy", "length-matched", "length-regressed", "GPT-4 agreement", "records/s"], rows)
-            + "\n\nThe 135M model is not a usable judge: its judge and Ask-LLM scores sit near chance, while IFD "
-              "carries real signal beyond length. Use IFD as the small-model default, and a stronger judge through "
-              "the OpenAI-compatible backend for the judge-based methods.")
+            + "\n\n" + verdict(results, lengths, chosen))
     write_section("Quality scorers on AlpacaEval (ranking accuracy)", body)
     print(body)
 
