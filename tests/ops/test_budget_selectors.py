@@ -26,6 +26,8 @@ def test_top_k_budget_is_met_exactly_and_reasons_name_the_rank():
     threshold = run("select.top_k", records, scores={"q": 1.0}, threshold=0.65)
     assert sorted(set(range(10)) - set(threshold.rejected)) == [1, 5, 6]
     assert "< threshold 0.65" in threshold.rejected[0]
+    both = run("select.top_k", records, scores={"q": 1.0}, threshold=0.65, fraction=0.2)
+    assert sorted(set(range(10)) - set(both.rejected)) == [1, 5]  # 20% of all 10 records, among those passing
 
 
 def test_top_k_weighted_combination():

@@ -57,7 +57,6 @@ class LocalExecutor:
         cache = None if recipe.cache == "off" else CallCache(recipe.cache)
         self.models = ModelRegistry({role: spec.model_dump() for role, spec in recipe.models.items()}, cache, quiet)
         self.context = OpContext(seed=recipe.seed, models=self.models, quiet=quiet)
-        self.step_names = [READ_STEP] + [s.name for s in recipe.steps]
 
     # ---- run control ----------------------------------------------------------------------------
 

@@ -53,14 +53,16 @@ class TopK(Selector):
         else:
             combined = sum(weight * zscore(found.scores[name]) for name, weight in cfg.scores.items())
         n = len(found.ids)
-        order = rank_order(combined)
-        if cfg.threshold is not None:
-            order = np.array([i for i in order if combined[i] >= cfg.threshold], dtype=int)
-        size = budget_size(len(order), cfg.count, cfg.fraction) if (cfg.count or cfg.fraction) else len(order)
+        ranked = rank_order(combined)
+        order = ranked if cfg.threshold is None else np.array([i for i in ranked if combined[i] >= cfg.threshold],
+                                                                dtype=int)
+        size = len(order)
+        if cfg.count is not None or cfg.fraction is not None:  # a fraction is of all records, not of those passing
+            size = min(size, budget_size(n, cfg.count, cfg.fraction))
         chosen = [int(i) for i in order[:size]]
         label = " + ".join(f"{w:g}*{s}" for s, w in cfg.scores.items())
         selection = Selection()
-        rank = {int(i): r for r, i in enumerate(rank_order(combined))}
+        rank = {int(i): r for r, i in enumerate(ranked)}
         for i in keep_only(n, chosen, ""):
             value = combined[i]
             why = (f"score {value:.4g} < threshold {cfg.threshold}" if cfg.threshold is not None and not value >= cfg.threshold
