@@ -50,6 +50,8 @@ def _batch(encoded, pad_id: int):
 
 def per_sample_losses(model, ids, mask, labels) -> torch.Tensor:
     """Mean answer-token cross-entropy of each row."""
+    device = next(model.parameters()).device
+    ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
     target = labels[:, 1:]
     losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
@@ -129,7 +131,9 @@ def gradient_features(model, tokenizer, examples, *, optimizer: torch.optim.Opti
     With ``optimizer`` (Adam), each gradient is turned into Adam's update direction from its moments,
     as LESS does for training data; without, plain gradients (LESS's choice for the target examples)."""
     tap = _GradientTap(model)
-    maps = _sketch_maps(tap.modules, dims, seed)
+    device = next(model.parameters()).device
+    maps = {name: (buckets.to(device), signs.to(device))
+            for name, (buckets, signs) in _sketch_maps(tap.modules, dims, seed).items()}
     params = {name: module.weight for name, module in tap.modules}
     state = {}
     if optimizer is not None:
@@ -148,7 +152,7 @@ def gradient_features(model, tokenizer, examples, *, optimizer: torch.optim.Opti
             model.zero_grad(set_to_none=True)
             losses = per_sample_losses(model, *_batch([encoded[i] for i in rows], tokenizer.pad_token_id))
             losses.sum().backward()
-            sketch = torch.zeros((len(rows), dims))
+            sketch = torch.zeros((len(rows), dims), device=device)
             for name, _ in tap.modules:
                 grad = tap.per_sample(name)
                 if name in state:
@@ -157,7 +161,7 @@ def gradient_features(model, tokenizer, examples, *, optimizer: torch.optim.Opti
                 buckets, signs = maps[name]
                 sketch.index_add_(1, buckets, grad * signs)
             norms = sketch.norm(dim=1, keepdim=True).clamp(min=1e-12)
-            features[rows] = (sketch / norms).numpy()
+            features[rows] = (sketch / norms).cpu().numpy()
             if progress is not None:
                 progress(len(rows))
     finally:

@@ -26,7 +26,8 @@ class LessConfig(BudgetConfig):
     dims: int = Field(default=8192, ge=16)
     """Dimension of the random projection."""
     max_length: int = Field(default=256, ge=16)
-    batch_size: int = Field(default=8, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)
+    """Records per backward pass; default 1 on CPU (measured faster there: docs/benchmarks.md), 8 on a GPU."""
     score_name: str = "less"
 
 
@@ -43,6 +44,8 @@ class LessSelect(Selector):
                  response_text(r)) for r in records]
 
     def select(self, scan) -> Selection:
+        import torch
+
         from dataflywheel.algorithms.less import add_lora, gradient_features, less_scores, warm_up
         from dataflywheel.models.transformers_llm import TransformersLLM
 
@@ -54,21 +57,19 @@ class LessSelect(Selector):
         if not targets:
             raise ValueError(f"select.less: no readable target examples in {cfg.target}")
         backend = TransformersLLM(cfg.model)
-        torch_seed = self.context.seed
-        import torch
-
-        torch.manual_seed(torch_seed)
+        torch.manual_seed(self.context.seed)
         model = add_lora(backend.model, cfg.rank)
         rng = np.random.default_rng(self.context.seed)
         warm = rng.choice(len(pool), size=max(1, int(round(cfg.warmup_fraction * len(pool)))), replace=False)
         options = dict(max_length=cfg.max_length, seed=self.context.seed)
+        batch_size = cfg.batch_size or (8 if torch.cuda.is_available() else 1)
         examples = self._examples(pool, backend)
         optimizer = warm_up(model, backend.tokenizer, [examples[i] for i in warm], epochs=cfg.warmup_epochs,
                             lr=cfg.lr, batch_size=4, **options)
         train = gradient_features(model, backend.tokenizer, examples, optimizer=optimizer, dims=cfg.dims,
-                                  batch_size=cfg.batch_size, **options)
+                                  batch_size=batch_size, **options)
         target = gradient_features(model, backend.tokenizer, self._examples(targets, backend), dims=cfg.dims,
-                                   batch_size=cfg.batch_size, **options)
+                                   batch_size=batch_size, **options)
         scores = less_scores(train, target)
         budget = budget_size(len(pool), cfg.count, cfg.fraction)
         order = rank_order(scores.astype(np.float64))
