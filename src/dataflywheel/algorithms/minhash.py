@@ -1,11 +1,10 @@
-"""MinHash-LSH near-duplicate detection, vectorised with numpy.
+"""MinHash-LSH near-duplicate detection.
 
 Shingles are hashed to 64-bit values with polynomial prefix hashes over a whole batch of texts at once
-(no Python loop per word); each of the
-``num_perm`` permutations is a multiply-shift hash ``(a * x + b) >> 32`` (a 2-universal family), so a
-whole batch of documents is signed with one matrix operation and ``np.minimum.reduceat``. Bands are
-hashed to 64-bit bucket keys; documents sharing a bucket are linked to the bucket's first member and
-clusters are the connected components of those links.
+(no Python loop per word). Signatures come from rensa's Rust kernel fed with those hashes, or from
+numpy multiply-shift permutations ``(a * x + b) >> 32`` (a 2-universal family) with
+``np.minimum.reduceat``. Bands are hashed to 64-bit bucket keys; documents sharing a bucket are linked to
+the bucket's first member, links are verified, and clusters are the connected components.
 """
 
 from __future__ import annotations
