@@ -52,6 +52,18 @@ def run(
     out.print(f"output:   {manifest['output']['path']}", highlight=False)
     out.print(f"rejected: {executor.run.rejected}", highlight=False)
     out.print(f"manifest: {executor.run.manifest_path}", highlight=False)
+    out.print(f"report:   {manifest['report']}", highlight=False)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run directory (holds manifest.json).")) -> None:
+    """Regenerate a run's self-contained report.html."""
+    from dataflywheel.report import write_run_report
+
+    try:
+        typer.echo(f"report: {write_run_report(run_dir)}")
+    except FileNotFoundError as e:
+        _fail(str(e))
 
 
 @app.command()
@@ -114,6 +126,7 @@ def inspect(
     path: Path = typer.Argument(..., help="Dataset file, dataset dir, or a run directory."),
     fmt: Optional[str] = typer.Option(None, "--format", help="Input format (default: detect)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML page with charts and a record browser."),
 ) -> None:
     """Counts, formats, length statistics and score columns of a dataset."""
     from dataflywheel.inspect_data import dataset_stats
@@ -125,6 +138,10 @@ def inspect(
         stats = dataset_stats(path, fmt)
     except (FileNotFoundError, ValueError, RecordError) as e:
         _fail(str(e))
+    if html:
+        from dataflywheel.report import write_dataset_report
+
+        err.print(f"html: {write_dataset_report(path, html, stats)}", highlight=False)
     if as_json:
         out.print_json(data=stats)
         return

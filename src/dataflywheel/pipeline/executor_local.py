@@ -234,6 +234,10 @@ class LocalExecutor:
                                 "rejected": sum(s["rejected"] for s in manifest["steps"]),
                                 "generated": sum(s["generated"] for s in manifest["steps"])})
         self.run.write_manifest(manifest)
+        from dataflywheel.report import write_run_report
+
+        manifest["report"] = str(write_run_report(self.run.root))
+        self.run.write_manifest(manifest)
 
 
 def _usage_delta(before: dict, after: dict) -> dict:

@@ -1,0 +1,172 @@
+"""Build report.html from a run directory (or plain statistics for a dataset file)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from html import escape
+from pathlib import Path
+
+from dataflywheel.io import ReadReject, read_records
+from dataflywheel.pipeline.run_dir import RunDir, iter_checkpoint, iter_rejects
+from dataflywheel.records import instruction_text, response_text
+from dataflywheel.report.svg import bars, histogram
+from dataflywheel.text import word_count
+
+TEMPLATE = Path(__file__).with_name("template.html")
+FIELDS = ["status", "id", "step", "reason", "kind", "instruction", "response", "scores", "parents"]
+SNIPPET = 400
+CATEGORY_KEYS = ("category", "dataset", "task", "skill")
+
+
+def reason_kind(reason: str) -> str:
+    """A reason with its record-specific parts (ids, numbers) removed, to group rejects."""
+    reason = re.sub(r"\b[0-9a-f]{20}\b", "<id>", reason)
+    return re.sub(r"\d+(\.\d+)?", "#", reason)
+
+
+def _json_for_html(value) -> str:
+    """JSON that cannot close its <script> element or open a comment."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _finite(scores: dict) -> dict:
+    return {k: (v if isinstance(v, (int, float)) and v == v and abs(v) != float("inf") else None)
+            for k, v in scores.items()}
+
+
+def _row(record: dict, status: str, step: str = "", reason: str = "") -> list:
+    parents = [p for entry in record.get("lineage", []) for p in entry.get("parents", [])]
+    return [status, record["id"], step, reason, reason_kind(reason) if reason else "",
+            instruction_text(record)[:SNIPPET], response_text(record)[:SNIPPET], _finite(record.get("scores", {})),
+            parents]
+
+
+def _category(record: dict) -> str | None:
+    meta = record.get("meta", {})
+    return next((str(meta[k]) for k in CATEGORY_KEYS if k in meta), None)
+
+
+def _lengths_and_categories(records):
+    instruction, response, categories = [], [], Counter()
+    for record in records:
+        instruction.append(word_count(instruction_text(record)))
+        response.append(word_count(response_text(record)))
+        category = _category(record)
+        if category is not None:
+            categories[category] += 1
+    return instruction, response, categories
+
+
+def _page(title: str, subtitle: str, body: str, data: dict) -> str:
+    return (TEMPLATE.read_text(encoding="utf-8").replace("{{TITLE}}", escape(title))
+            .replace("{{SUBTITLE}}", escape(subtitle)).replace("{{BODY}}", body)
+            .replace("{{DATA}}", _json_for_html(data)))
+
+
+def _funnel(manifest: dict, reasons: dict[str, Counter]) -> str:
+    rows = []
+    for step in manifest["steps"]:
+        top = "".join(f"<li>{count} \u00d7 {escape(kind)}</li>" for kind, count in reasons.get(step["name"], Counter())
+                      .most_common(6))
+        rows.append(f'<tr data-step="{escape(step["name"])}"><td>{escape(step["name"])}</td><td>{escape(step["op"])}</td>'
+                    f'<td class="num in">{step["in"]}</td><td class="num out">{step["out"]}</td>'
+                    f'<td class="num rejected">{step["rejected"]}</td><td class="num">{step.get("generated", 0)}</td>'
+                    f'<td class="num">{step["seconds"]:.2f}</td><td><ul class="reasons">{top}</ul></td></tr>')
+    return ('<h2>Funnel</h2><table id="funnel"><tr><th>step</th><th>operator</th><th>in</th><th>out</th>'
+            '<th>rejected</th><th>generated</th><th>seconds</th><th>top reject reasons</th></tr>' + "".join(rows)
+            + "</table>")
+
+
+def _usage(manifest: dict) -> str:
+    rows = []
+    for step in manifest["steps"]:
+        for model, usage in (step.get("models") or {}).items():
+            rows.append(f"<tr><td>{escape(step['name'])}</td><td>{escape(model)}</td>"
+                        + "".join(f'<td class="num">{usage.get(k, 0)}</td>' for k in
+                                  ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "seconds")) + "</tr>")
+        for warning, count in (step.get("warnings") or {}).items():
+            rows.append(f"<tr><td>{escape(step['name'])}</td><td colspan=6>warning: {count} \u00d7 {escape(warning)}</td></tr>")
+    if not rows:
+        return "<h2>Model usage</h2><p class='muted'>No model calls in this run.</p>"
+    return ("<h2>Model usage</h2><table id='usage'><tr><th>step</th><th>model</th><th>calls</th><th>cache hits</th>"
+            "<th>prompt tokens</th><th>completion tokens</th><th>seconds</th></tr>" + "".join(rows) + "</table>")
+
+
+def write_run_report(run_dir: str | Path, target: str | Path | None = None) -> Path:
+    """Render report.html for a finished (or partly finished) run."""
+    run = RunDir(run_dir)
+    manifest = run.read_manifest()
+    if manifest is None:
+        raise FileNotFoundError(f"{run.root} holds no manifest.json: not a run directory")
+    steps = [s for s in manifest["steps"] if s["status"] == "done"]
+    first, last = Path(steps[0]["checkpoint"]), Path(steps[-1]["checkpoint"])
+    before = [r for batch in iter_checkpoint(first, 4096) for r in batch]
+    kept = [r for batch in iter_checkpoint(last, 4096) for r in batch]
+    rows = [_row(r, "kept") for r in kept]
+    reasons: dict[str, Counter] = {}
+    rejected_records = []
+    for reject in iter_rejects(run):
+        reasons.setdefault(reject["step"], Counter())[reason_kind(reject["reason"])] += 1
+        if reject["record"]:
+            record = json.loads(reject["record"])
+            rejected_records.append(record)
+            rows.append(_row(record, "rejected", reject["step"], reject["reason"]))
+        else:
+            rows.append(["rejected", "", reject["step"], f"{reject['reason']} ({reject['source']})",
+                         reason_kind(reject["reason"]), reject["raw"][:SNIPPET], "", {}, []])
+    charts = []
+    b_ins, b_resp, b_cat = _lengths_and_categories(before)
+    a_ins, a_resp, a_cat = _lengths_and_categories(kept)
+    charts.append(histogram({"read": b_ins, "kept": a_ins}, "instruction length (words)"))
+    charts.append(histogram({"read": b_resp, "kept": a_resp}, "response length (words)"))
+    score_names = sorted({k for r in kept + rejected_records for k in r.get("scores", {})})
+    for name in score_names:
+        scored = [r["scores"][name] for r in kept + rejected_records if name in r.get("scores", {})]
+        charts.append(histogram({"scored": scored, "kept": [r["scores"][name] for r in kept if name in r["scores"]]},
+                                f"score {name}"))
+    if b_cat:
+        charts.append(bars({"read": dict(b_cat), "kept": dict(a_cat)}, "categories"))
+    totals = manifest.get("totals") or {}
+    subtitle = (f"{manifest['recipe']['input']['path']} \u2192 {totals.get('output', '?')} kept of "
+                f"{totals.get('read', '?')} read, {totals.get('rejected', '?')} rejected; status {manifest['status']}")
+    body = (_funnel(manifest, reasons) + "<h2>Distributions</h2><div class='charts'>" + "".join(c for c in charts if c)
+            + "</div>" + "<p class='muted'>No embedding map: embeddings are not kept in the run directory.</p>"
+            + _usage(manifest))
+    data = {"fields": FIELDS, "records": rows, "steps": [s["name"] for s in steps],
+            "reasons": sorted({r[4] for r in rows if r[4]}), "scores": score_names}
+    target = Path(target) if target else run.root / "report.html"
+    target.write_text(_page("dataflywheel run report", subtitle, body, data), encoding="utf-8")
+    return target
+
+
+def write_dataset_report(path: str | Path, target: str | Path, stats: dict) -> Path:
+    """Render the statistics of a dataset file (``flywheel inspect --html``) with its records browsable."""
+    records, rows = [], []
+    for item in read_records(path):
+        if isinstance(item, ReadReject):
+            rows.append(["rejected", "", "read", f"{item.reason} ({item.source})", reason_kind(item.reason),
+                         item.raw[:SNIPPET], "", {}, []])
+        else:
+            item["scores"] = {**item.get("scores", {}), **{k: v for k, v in (item["meta"].get("scores") or {}).items()
+                                                           if isinstance(v, (int, float))}}
+            records.append(item)
+            rows.append(_row(item, "kept"))
+    ins, resp, categories = _lengths_and_categories(records)
+    charts = [histogram({"records": ins}, "instruction length (words)"),
+              histogram({"records": resp}, "response length (words)")]
+    score_names = sorted({k for r in records for k in r["scores"]})
+    charts += [histogram({"records": [r["scores"][n] for r in records if n in r["scores"]]}, f"score {n}")
+               for n in score_names]
+    if categories:
+        charts.append(bars({"records": dict(categories)}, "categories"))
+    summary = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(stats[k]))}</td></tr>"
+                      for k in ("file_type", "format", "records", "unreadable", "preference_records"))
+    body = (f"<h2>Summary</h2><table id='summary'>{summary}</table><h2>Distributions</h2><div class='charts'>"
+            + "".join(c for c in charts if c) + "</div>")
+    data = {"fields": FIELDS, "records": rows, "steps": [], "reasons": sorted({r[4] for r in rows if r[4]}),
+            "scores": score_names}
+    Path(target).write_text(_page(f"dataflywheel inspect: {Path(path).name}", str(path), body, data), encoding="utf-8")
+    return Path(target)

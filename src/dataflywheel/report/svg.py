@@ -1,0 +1,60 @@
+"""Inline SVG charts (no network, no plotting library in the page)."""
+
+from __future__ import annotations
+
+from html import escape
+
+import numpy as np
+
+
+def histogram(series: dict[str, list[float]], title: str, bins: int = 30, width: int = 460, height: int = 160) -> str:
+    """Overlaid histograms of one or two series (e.g. before / after) as an SVG string."""
+    values = [v for vs in series.values() for v in vs if np.isfinite(v)]
+    if not values:
+        return ""
+    low, high = float(np.min(values)), float(np.max(values))
+    if high == low:
+        high = low + 1.0
+    edges = np.linspace(low, high, bins + 1)
+    colours = ["#8fa8c8", "#d9822b", "#5b9a68"]
+    counts = {name: np.histogram([v for v in vs if np.isfinite(v)], bins=edges)[0] for name, vs in series.items()}
+    top = max(int(c.max()) for c in counts.values()) or 1
+    bar = (width - 40) / bins
+    parts = [f'<svg class="chart" width="{width}" height="{height + 40}" role="img" aria-label="{escape(title)}">',
+             f'<text x="4" y="14" class="chart-title">{escape(title)}</text>']
+    for k, (name, count) in enumerate(counts.items()):
+        colour = colours[k % len(colours)]
+        for i, c in enumerate(count):
+            h = (height - 30) * c / top
+            parts.append(f'<rect x="{30 + i * bar:.1f}" y="{height - h:.1f}" width="{max(bar - 1, 1):.1f}" '
+                         f'height="{h:.1f}" fill="{colour}" fill-opacity="0.6"><title>{escape(name)}: {c} in '
+                         f'[{edges[i]:.3g}, {edges[i + 1]:.3g})</title></rect>')
+        parts.append(f'<rect x="{40 + k * 120}" y="{height + 22}" width="10" height="10" fill="{colour}"/>'
+                     f'<text x="{54 + k * 120}" y="{height + 31}" class="legend">{escape(name)} ({sum(count)})</text>')
+    parts.append(f'<text x="30" y="{height + 14}" class="axis">{low:.3g}</text>'
+                 f'<text x="{width - 10}" y="{height + 14}" class="axis" text-anchor="end">{high:.3g}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def bars(series: dict[str, dict[str, int]], title: str, width: int = 460) -> str:
+    """Grouped horizontal bars of category counts (e.g. before / after)."""
+    labels = sorted({k for counts in series.values() for k in counts})
+    if not labels:
+        return ""
+    colours = ["#8fa8c8", "#d9822b"]
+    top = max(v for counts in series.values() for v in counts.values()) or 1
+    row = 14 * len(series) + 6
+    parts = [f'<svg class="chart" width="{width}" height="{30 + row * len(labels)}" role="img" '
+             f'aria-label="{escape(title)}"><text x="4" y="14" class="chart-title">{escape(title)}</text>']
+    for i, label in enumerate(labels):
+        y = 24 + i * row
+        parts.append(f'<text x="4" y="{y + 11}" class="axis">{escape(label[:18])}</text>')
+        for k, (name, counts) in enumerate(series.items()):
+            value = counts.get(label, 0)
+            parts.append(f'<rect x="130" y="{y + k * 14}" width="{(width - 190) * value / top:.1f}" height="12" '
+                         f'fill="{colours[k % 2]}"><title>{escape(name)}: {value}</title></rect>'
+                         f'<text x="{134 + (width - 190) * value / top:.1f}" y="{y + k * 14 + 10}" class="axis">'
+                         f'{value}</text>')
+    parts.append("</svg>")
+    return "".join(parts)

@@ -1,0 +1,52 @@
+import json
+import re
+
+from typer.testing import CliRunner
+
+from dataflywheel.cli import app
+from dataflywheel.report.build import reason_kind
+from tests.conftest import EXAMPLE_DATA
+from tests.report.conftest import INJECTION
+
+
+def test_every_run_writes_a_self_contained_report(report_run):
+    run_dir, manifest = report_run
+    html = (run_dir / "report.html").read_text()
+    assert manifest["report"] == str(run_dir / "report.html")
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|url\(|@import""", html)  # nothing to fetch
+    for step in manifest["steps"]:
+        row = re.search(rf'<tr data-step="{step["name"]}">(.*?)</tr>', html).group(1)
+        assert f'class="num in">{step["in"]}<' in row and f'class="num rejected">{step["rejected"]}<' in row
+
+
+def test_record_text_never_reaches_the_page_as_markup(report_run):
+    run_dir, _ = report_run
+    html = (run_dir / "report.html").read_text()
+    assert "window.__pwned" in html  # the text is there (escaped), so the browser can show it
+    assert html.count("<script") == 2  # our data block and our code, nothing from records
+    assert "onerror=" not in html.split('id="record-data">')[0]
+    data = html.split('id="record-data">', 1)[1].split("</script>", 1)[0]
+    assert "<" not in data and ">" not in data
+    assert any(INJECTION in row[6] for row in json.loads(data)["records"])
+
+
+def test_report_command_regenerates(report_run, tmp_path):
+    run_dir, _ = report_run
+    (run_dir / "report.html").unlink()
+    result = CliRunner().invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 0 and (run_dir / "report.html").exists()
+    assert CliRunner().invoke(app, ["report", str(tmp_path)]).exit_code == 2
+
+
+def test_inspect_html(tmp_path):
+    target = tmp_path / "inspect.html"
+    result = CliRunner().invoke(app, ["inspect", str(EXAMPLE_DATA), "--html", str(target)])
+    assert result.exit_code == 0
+    html = target.read_text()
+    assert "response length (words)" in html and ">206<" in html
+
+
+def test_reasons_group_without_their_ids():
+    assert reason_kind("exact duplicate of 4d1a3d5616cdfda589b5 (conversation)") == \
+        "exact duplicate of <id> (conversation)"
+    assert reason_kind("response too short: 3 words < 5") == "response too short: # words < #"
