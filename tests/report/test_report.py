@@ -50,3 +50,20 @@ def test_reasons_group_without_their_ids():
     assert reason_kind("exact duplicate of 4d1a3d5616cdfda589b5 (conversation)") == \
         "exact duplicate of <id> (conversation)"
     assert reason_kind("response too short: 3 words < 5") == "response too short: # words < #"
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.model
+def test_embedding_map_when_a_step_embedded(tmp_path):
+    from dataflywheel.pipeline import LocalExecutor, parse_recipe
+
+    recipe = parse_recipe({"input": {"path": str(EXAMPLE_DATA)}, "output": {"dir": str(tmp_path / "run")},
+                           "cache": "off", "steps": [{"op": "score.embedding", "field": "instruction"},
+                                                     {"op": "select.top_k", "scores": {"density": -1}, "count": 50}]})
+    manifest = LocalExecutor(recipe, quiet=True).execute()
+    html = (tmp_path / "run" / "report.html").read_text()
+    svg = html.split('aria-label="embedding map (PCA), kept vs dropped"', 1)[1].split("</svg>", 1)[0]
+    assert svg.count("<circle") == manifest["totals"]["read"]
+    assert "kept (50)" in svg and f"dropped ({manifest['totals']['read'] - 50})" in svg

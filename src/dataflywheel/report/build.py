@@ -11,7 +11,7 @@ from pathlib import Path
 from dataflywheel.io import ReadReject, read_records
 from dataflywheel.pipeline.run_dir import RunDir, iter_checkpoint, iter_rejects
 from dataflywheel.records import instruction_text, response_text
-from dataflywheel.report.svg import bars, histogram
+from dataflywheel.report.svg import bars, histogram, scatter
 from dataflywheel.text import word_count
 
 TEMPLATE = Path(__file__).with_name("template.html")
@@ -129,12 +129,15 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None) -> P
                                 f"score {name}"))
     if b_cat:
         charts.append(bars({"read": dict(b_cat), "kept": dict(a_cat)}, "categories"))
+    mapped = {"kept": [tuple(r["meta"]["map_2d"]) for r in kept if "map_2d" in r.get("meta", {})],
+              "dropped": [tuple(r["meta"]["map_2d"]) for r in rejected_records if "map_2d" in r.get("meta", {})]}
+    embedding_map = scatter(mapped, "embedding map (PCA), kept vs dropped") if mapped["kept"] or mapped["dropped"] else \
+        "<p class='muted'>No embedding map: no step of this run computed embeddings.</p>"
     totals = manifest.get("totals") or {}
     subtitle = (f"{manifest['recipe']['input']['path']} \u2192 {totals.get('output', '?')} kept of "
                 f"{totals.get('read', '?')} read, {totals.get('rejected', '?')} rejected; status {manifest['status']}")
     body = (_funnel(manifest, reasons) + "<h2>Distributions</h2><div class='charts'>" + "".join(c for c in charts if c)
-            + "</div>" + "<p class='muted'>No embedding map: embeddings are not kept in the run directory.</p>"
-            + _usage(manifest))
+            + "</div>" + embedding_map + _usage(manifest))
     data = {"fields": FIELDS, "records": rows, "steps": [s["name"] for s in steps],
             "reasons": sorted({r[4] for r in rows if r[4]}), "scores": score_names}
     target = Path(target) if target else run.root / "report.html"

@@ -58,3 +58,25 @@ def bars(series: dict[str, dict[str, int]], title: str, width: int = 460) -> str
                          f'{value}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def scatter(groups: dict[str, list[tuple[float, float]]], title: str, size: int = 460) -> str:
+    """Points by group (e.g. kept / dropped) on a square SVG; at most 5,000 points a group are drawn."""
+    points = [p for pts in groups.values() for p in pts]
+    if not points:
+        return ""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    sx, sy = (size - 20) / ((x1 - x0) or 1), (size - 50) / ((y1 - y0) or 1)
+    colours = {"kept": "#5b9a68", "dropped": "#c0504d"}
+    parts = [f'<svg class="chart" width="{size}" height="{size}" role="img" aria-label="{escape(title)}">',
+             f'<text x="4" y="14" class="chart-title">{escape(title)}</text>']
+    for k, (name, pts) in enumerate(groups.items()):
+        colour = colours.get(name, "#8fa8c8")
+        step = max(1, len(pts) // 5000)
+        parts += [f'<circle cx="{10 + (x - x0) * sx:.1f}" cy="{30 + (y - y0) * sy:.1f}" r="2" fill="{colour}" '
+                  f'fill-opacity="0.6"/>' for x, y in pts[::step]]
+        parts.append(f'<rect x="{10 + k * 120}" y="{size - 14}" width="10" height="10" fill="{colour}"/>'
+                     f'<text x="{24 + k * 120}" y="{size - 5}" class="legend">{escape(name)} ({len(pts)})</text>')
+    parts.append("</svg>")
+    return "".join(parts)

@@ -10,7 +10,7 @@ from pydantic import Field
 from dataflywheel.algorithms.subset import knn_density
 from dataflywheel.ops.base import OpConfig, Selection, Selector
 from dataflywheel.ops.registry import register
-from dataflywheel.ops.select.embedding_scan import gather
+from dataflywheel.ops.select.embedding_scan import gather, map_2d
 
 
 class EmbeddingScoresConfig(OpConfig):
@@ -37,4 +37,4 @@ class EmbeddingScores(Selector):
         centre /= max(float(np.linalg.norm(centre)), 1e-12)
         distance = 1.0 - found.embeddings @ centre
         return Selection(scores={i: {"density": float(density[i]), "centroid_distance": float(distance[i])}
-                                 for i in range(len(found.ids))})
+                                 for i in range(len(found.ids))}, meta=map_2d(found.embeddings))

@@ -12,7 +12,7 @@ from dataflywheel.algorithms.subset import (budget_size, cluster_balanced, deita
                                             k_center_greedy, knn_density, rank_order, zscore)
 from dataflywheel.ops.base import OpConfig, Selection, Selector
 from dataflywheel.ops.registry import register
-from dataflywheel.ops.select.embedding_scan import gather, keep_only
+from dataflywheel.ops.select.embedding_scan import gather, keep_only, map_2d
 
 TextField = Literal["instruction", "response", "conversation"]
 
@@ -121,6 +121,8 @@ class _EmbeddingBudgetSelector(Selector):
             return Selection()
         budget = budget_size(n, cfg.count, cfg.fraction)
         chosen, meta = self.choose(found.embeddings, budget)
+        positions = map_2d(found.embeddings)
+        meta = {i: {**positions.get(i, {}), **meta.get(i, {})} for i in range(n)}
         return Selection(rejected=keep_only(n, chosen, f"{self.reason} (budget {budget})"), meta=meta)
 
 

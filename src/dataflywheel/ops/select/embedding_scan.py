@@ -35,3 +35,13 @@ def keep_only(n: int, chosen: list[int], reason: str) -> dict[int, str]:
     """Rejections for every position not chosen."""
     kept = set(chosen)
     return {i: reason for i in range(n) if i not in kept}
+
+
+def map_2d(embeddings: np.ndarray) -> dict[int, dict]:
+    """Meta notes with a 2-D PCA position per record, for the report's embedding map."""
+    if embeddings is None or len(embeddings) < 3:
+        return {}
+    centred = embeddings - embeddings.mean(axis=0)
+    _, _, components = np.linalg.svd(centred[: min(len(centred), 20000)], full_matrices=False)
+    points = centred @ components[:2].T
+    return {i: {"map_2d": [round(float(x), 4), round(float(y), 4)]} for i, (x, y) in enumerate(points)}

@@ -10,6 +10,7 @@ from pydantic import Field
 from dataflywheel.algorithms.semdedup import semdedup
 from dataflywheel.ops.base import OpConfig, Selection, Selector
 from dataflywheel.ops.registry import register
+from dataflywheel.ops.select.embedding_scan import map_2d
 from dataflywheel.records import text_of
 
 
@@ -50,10 +51,10 @@ class SemanticDedup(Selector):
         elif rank:
             priority = np.asarray(rank)
         found = semdedup(embeddings, cfg.eps, cfg.n_clusters, self.context.seed, priority)
-        selection = Selection()
+        selection = Selection(meta=map_2d(embeddings))
         for position in np.flatnonzero(found.duplicate_of >= 0):
             kept = ids[found.duplicate_of[position]]
             selection.rejected[int(position)] = (f"semantic duplicate of {kept} (cosine "
                                                  f"{found.similarity[position]:.3f} > {1 - cfg.eps:.3f})")
-            selection.meta[int(position)] = {"duplicate_of": kept}
+            selection.meta[int(position)] = {**selection.meta.get(int(position), {}), "duplicate_of": kept}
         return selection
