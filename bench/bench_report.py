@@ -24,8 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
-    from dataflywheel.io import write_records
-    from dataflywheel.io import read_records
+    from dataflywheel.io import read_records, write_records
     from dataflywheel.pipeline import LocalExecutor, parse_recipe
     from report import machine, table, write_section
 

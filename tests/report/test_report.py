@@ -1,6 +1,8 @@
 import json
 import re
 
+import pytest
+
 from typer.testing import CliRunner
 
 from dataflywheel.cli import app
@@ -50,9 +52,6 @@ def test_reasons_group_without_their_ids():
     assert reason_kind("exact duplicate of 4d1a3d5616cdfda589b5 (conversation)") == \
         "exact duplicate of <id> (conversation)"
     assert reason_kind("response too short: 3 words < 5") == "response too short: # words < #"
-
-
-import pytest  # noqa: E402
 
 
 @pytest.mark.model
