@@ -2,7 +2,6 @@ import json
 import re
 
 import pytest
-
 from typer.testing import CliRunner
 
 from dataflywheel.cli import app
