@@ -56,6 +56,41 @@ def run(
 
 
 @app.command()
+def train(
+    data: Path = typer.Argument(..., help="Dataset file or a run directory (its output is used)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where the adapter, training log and config go."),
+    method: str = typer.Option("auto", "--method", help="auto (DPO for preference records, else SFT), sft or dpo."),
+    model: str = typer.Option("smollm2", "--model", help="Bundled name or a local Hugging Face model dir."),
+    epochs: float = typer.Option(1.0, "--epochs"),
+    max_steps: int = typer.Option(-1, "--max-steps", help="Stop after this many optimizer steps (-1: all epochs)."),
+    learning_rate: float = typer.Option(2e-4, "--lr"),
+    batch_size: int = typer.Option(4, "--batch-size"),
+    max_length: int = typer.Option(384, "--max-length"),
+    lora_rank: int = typer.Option(8, "--lora-rank"),
+    seed: int = typer.Option(0, "--seed"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """LoRA fine-tuning (TRL + PEFT) of a causal LM on a dataset or a run's output."""
+    from pydantic import ValidationError
+
+    from dataflywheel.io import ReadReject, read_records
+    from dataflywheel.train.fit import TrainConfig
+    from dataflywheel.train.fit import train as fit
+
+    if (data / "manifest.json").exists():
+        data = Path(json.loads((data / "manifest.json").read_text())["output"]["path"])
+    try:
+        config = TrainConfig(model=model, method=method, epochs=epochs, max_steps=max_steps,
+                             learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
+                             lora_rank=lora_rank, seed=seed)
+        records = [r for r in read_records(data) if not isinstance(r, ReadReject)]
+        result = fit(records, output, config, quiet=quiet)
+    except (ValidationError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    typer.echo(json.dumps(result))
+
+
+@app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run directory (holds manifest.json).")) -> None:
     """Regenerate a run's self-contained report.html."""
     from dataflywheel.report import write_run_report
