@@ -36,7 +36,7 @@ def test_ops_unknown_name_exits_2():
 
 
 def test_every_command_has_help():
-    for command in ([], ["run"], ["ops"], ["convert"], ["inspect"], ["report"], ["train"], ["cache"]):
+    for command in ([], ["run"], ["ops"], ["convert"], ["inspect"], ["report"], ["train"], ["evaluate"], ["cache"]):
         result = runner.invoke(app, command + ["--help"])
         assert result.exit_code == 0 and "Usage" in result.output
 

@@ -91,6 +91,49 @@ def train(
 
 
 @app.command()
+def evaluate(
+    heldout: Path = typer.Argument(..., help="Held-out records: instructions with reference answers."),
+    model: str = typer.Option("smollm2", "--model", help="Model A: bundled name or a Hugging Face model dir."),
+    adapter: Optional[str] = typer.Option(None, "--adapter", help="LoRA adapter of model A (from flywheel train)."),
+    baseline_model: Optional[str] = typer.Option(None, "--baseline-model", help="Model B (default: model A's base)."),
+    baseline_adapter: Optional[str] = typer.Option(None, "--baseline-adapter", help="LoRA adapter of model B."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N held-out records."),
+    max_tokens: int = typer.Option(256, "--max-tokens", help="Answer length for the win-rate comparison."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the results as JSON here."),
+) -> None:
+    """Reference-answer loss of A and B, and A's pairwise judge win rate over B (both orders, bootstrap CIs).
+
+    The judge is the bundled SmolLM2 unless DATAFLYWHEEL_JUDGE_BASE_URL and DATAFLYWHEEL_JUDGE_MODEL name an
+    OpenAI-compatible server (key from OPENAI_API_KEY)."""
+    import os
+
+    from dataflywheel.io import ReadReject, read_records
+    from dataflywheel.models import CallCache, ModelRegistry
+    from dataflywheel.train.evaluate import answers, reference_loss, win_rate
+
+    try:
+        records = [r for r in read_records(heldout) if not isinstance(r, ReadReject)][:limit]
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    specs = {"a": {"backend": "transformers", "model": model, "options": {"adapter": adapter} if adapter else {}},
+             "b": {"backend": "transformers", "model": baseline_model or model,
+                   "options": {"adapter": baseline_adapter} if baseline_adapter else {}}}
+    if os.environ.get("DATAFLYWHEEL_JUDGE_BASE_URL") and os.environ.get("DATAFLYWHEEL_JUDGE_MODEL"):
+        specs["judge"] = {"backend": "openai", "model": os.environ["DATAFLYWHEEL_JUDGE_MODEL"],
+                          "options": {"base_url": os.environ["DATAFLYWHEEL_JUDGE_BASE_URL"]}}
+    registry = ModelRegistry(specs, CallCache())
+    a, b = registry.llm("a"), registry.llm("b")
+    result = {"records": len(records), "a": {"model": a.name, **reference_loss(a, records)},
+              "b": {"model": b.name, **reference_loss(b, records)}, "judge": registry.llm("judge").name}
+    result["a_vs_b"] = win_rate(registry.llm("judge"), records, answers(a, records, max_tokens),
+                                answers(b, records, max_tokens))
+    text = json.dumps(result, indent=2)
+    if output:
+        output.write_text(text + "\n")
+    typer.echo(text)
+
+
+@app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run directory (holds manifest.json).")) -> None:
     """Regenerate a run's self-contained report.html."""
     from dataflywheel.report import write_run_report

@@ -36,7 +36,8 @@ class TransformersLLM:
     """A causal LM loaded with transformers ('smollm2' = the bundled SmolLM2-135M-Instruct)."""
 
     def __init__(self, model: str = SMOLLM2, *, dtype: str = "float32", device: str | None = None,
-                 max_length: int = 2048, batch_size: int = 16, batch_tokens: int = 8192, threads: int | None = None):
+                 max_length: int = 2048, batch_size: int = 16, batch_tokens: int = 8192, threads: int | None = None,
+                 adapter: str | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -46,10 +47,15 @@ class TransformersLLM:
         if self.device == "cpu":
             torch.set_num_threads(threads or _cpu_threads())
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(self.device).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+        if adapter:  # a LoRA adapter from `flywheel train`, merged for plain inference
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.model, adapter).merge_and_unload()
+        self.model = self.model.to(self.device).eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.name = f"transformers:{model}:{dtype}"
+        self.name = f"transformers:{model}:{dtype}" + (f":adapter={adapter}" if adapter else "")
         self.max_length, self.batch_size, self.batch_tokens = max_length, batch_size, batch_tokens
         self.usage = Usage()
 
