@@ -44,7 +44,7 @@ def test_inspect_html(tmp_path):
     result = CliRunner().invoke(app, ["inspect", str(EXAMPLE_DATA), "--html", str(target)])
     assert result.exit_code == 0
     html = target.read_text()
-    assert "response length (words)" in html and ">206<" in html
+    assert "response length (tokens)" in html and ">206<" in html
 
 
 def test_reasons_group_without_their_ids():

@@ -49,15 +49,23 @@ def _category(record: dict) -> str | None:
     return next((str(meta[k]) for k in CATEGORY_KEYS if k in meta), None)
 
 
-def _lengths_and_categories(records):
-    instruction, response, categories = [], [], Counter()
-    for record in records:
-        instruction.append(word_count(instruction_text(record)))
-        response.append(word_count(response_text(record)))
-        category = _category(record)
-        if category is not None:
-            categories[category] += 1
-    return instruction, response, categories
+def _length_unit():
+    """(name, counter of a list of texts): tokens of the bundled SmolLM2 tokenizer, or words without it."""
+    try:
+        from transformers import AutoTokenizer
+
+        from dataflywheel.models.bundled import smollm2_dir
+
+        tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
+        return "tokens", lambda texts: [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    except (ImportError, FileNotFoundError, OSError):
+        return "words", lambda texts: [word_count(t) for t in texts]
+
+
+def _lengths_and_categories(records, count):
+    categories = Counter(c for c in map(_category, records) if c is not None)
+    return (count([instruction_text(r) for r in records]) if records else [],
+            count([response_text(r) for r in records]) if records else [], categories)
 
 
 def _page(title: str, subtitle: str, body: str, data: dict) -> str:
@@ -118,10 +126,11 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None) -> P
             rows.append(["rejected", "", reject["step"], f"{reject['reason']} ({reject['source']})",
                          reason_kind(reject["reason"]), reject["raw"][:SNIPPET], "", {}, []])
     charts = []
-    b_ins, b_resp, b_cat = _lengths_and_categories(before)
-    a_ins, a_resp, a_cat = _lengths_and_categories(kept)
-    charts.append(histogram({"read": b_ins, "kept": a_ins}, "instruction length (words)"))
-    charts.append(histogram({"read": b_resp, "kept": a_resp}, "response length (words)"))
+    unit, count = _length_unit()
+    b_ins, b_resp, b_cat = _lengths_and_categories(before, count)
+    a_ins, a_resp, a_cat = _lengths_and_categories(kept, count)
+    charts.append(histogram({"read": b_ins, "kept": a_ins}, f"instruction length ({unit})"))
+    charts.append(histogram({"read": b_resp, "kept": a_resp}, f"response length ({unit})"))
     score_names = sorted({k for r in kept + rejected_records for k in r.get("scores", {})})
     for name in score_names:
         scored = [r["scores"][name] for r in kept + rejected_records if name in r.get("scores", {})]
@@ -157,9 +166,10 @@ def write_dataset_report(path: str | Path, target: str | Path, stats: dict) -> P
                                                            if isinstance(v, (int, float))}}
             records.append(item)
             rows.append(_row(item, "kept"))
-    ins, resp, categories = _lengths_and_categories(records)
-    charts = [histogram({"records": ins}, "instruction length (words)"),
-              histogram({"records": resp}, "response length (words)")]
+    unit, count = _length_unit()
+    ins, resp, categories = _lengths_and_categories(records, count)
+    charts = [histogram({"records": ins}, f"instruction length ({unit})"),
+              histogram({"records": resp}, f"response length ({unit})")]
     score_names = sorted({k for r in records for k in r["scores"]})
     charts += [histogram({"records": [r["scores"][n] for r in records if n in r["scores"]]}, f"score {n}")
                for n in score_names]
