@@ -82,8 +82,6 @@ class _GradientTap:
     """Hooks on every LoRA Linear: per-sample weight gradients from saved inputs and output gradients."""
 
     def __init__(self, model):
-        # the first layer's LoRA inputs need no gradient; the hook still gives the output gradient we use
-        warnings.filterwarnings("ignore", message="Full backward hook is firing")
         self.modules = [(name, module) for name, module in model.named_modules()
                         if name.endswith(("lora_A.default", "lora_B.default"))]
         self.inputs: dict[str, torch.Tensor] = {}
@@ -151,7 +149,10 @@ def gradient_features(model, tokenizer, examples, *, optimizer: torch.optim.Opti
             rows = order[start:start + batch_size]
             model.zero_grad(set_to_none=True)
             losses = per_sample_losses(model, *_batch([encoded[i] for i in rows], tokenizer.pad_token_id))
-            losses.sum().backward()
+            with warnings.catch_warnings():
+                # the first layer's LoRA inputs need no gradient; the hook still gives the output gradient we use
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                losses.sum().backward()
             sketch = torch.zeros((len(rows), dims), device=device)
             for name, _ in tap.modules:
                 grad = tap.per_sample(name)

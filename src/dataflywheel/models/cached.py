@@ -51,14 +51,18 @@ def _through_cache(cache: CallCache | None, usage: Usage, model: str, method: st
 
 
 class _Lazy:
-    """Builds the backend on first use, so a run served wholly from the cache never loads a model."""
+    """Builds the backend on first use, so a run served wholly from the cache never loads a model.
 
-    def __init__(self, backend_or_factory, name: str | None):
+    Takes a backend, or a factory and the cache name its backend will have."""
+
+    def __init__(self, backend_or_factory, cache: CallCache | None, name: str | None = None):
+        self.cache = cache
         if callable(backend_or_factory) and name is not None:
             self._factory, self._backend, self.name = backend_or_factory, None, name
+            self.usage = Usage()
         else:
             self._factory, self._backend, self.name = None, backend_or_factory, backend_or_factory.name
-        self.usage = Usage()
+            self.usage = getattr(backend_or_factory, "usage", None) or Usage()
 
     @property
     def backend(self):
@@ -69,15 +73,7 @@ class _Lazy:
 
 
 class CachedLLM(_Lazy):
-    """An LLM whose every answer is looked up in (and stored to) the call cache.
-
-    Takes a backend, or a factory and the cache name it will have (then the model loads on the first miss)."""
-
-    def __init__(self, llm, cache: CallCache | None, name: str | None = None):
-        super().__init__(llm, name)
-        self.cache = cache
-        if self._backend is not None:
-            self.usage = getattr(llm, "usage", None) or self.usage
+    """An LLM whose every answer is looked up in (and stored to) the call cache."""
 
     @property
     def llm(self):
@@ -116,13 +112,7 @@ class CachedLLM(_Lazy):
 
 
 class CachedEmbedder(_Lazy):
-    """An embedder whose vectors are cached per text (backend or factory + name, as CachedLLM)."""
-
-    def __init__(self, embedder, cache: CallCache | None, name: str | None = None):
-        super().__init__(embedder, name)
-        self.cache = cache
-        if self._backend is not None:
-            self.usage = getattr(embedder, "usage", None) or self.usage
+    """An embedder whose vectors are cached per text."""
 
     @property
     def embedder(self):

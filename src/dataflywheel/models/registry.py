@@ -39,8 +39,8 @@ class ModelSpec(BaseModel):
 
 
 def build_model(spec: ModelSpec, quiet: bool = False):
-    """Instantiate the backend of a spec (imports only that backend); ``quiet`` hides loading bars."""
-    if quiet:
+    """Instantiate the backend of a spec (imports only that backend); ``quiet`` hides weight-loading bars."""
+    if quiet and spec.backend in ("transformers", "vllm", "sentence-transformers"):
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
@@ -63,8 +63,9 @@ def build_model(spec: ModelSpec, quiet: bool = False):
 class ModelRegistry:
     """Roles -> cached models. Roles not named fall back to the bundled defaults ('embedder' -> MiniLM)."""
 
-    def __init__(self, specs: dict[str, dict] | None = None, cache: CallCache | None = None, quiet: bool = False):
-        self.specs = {role: ModelSpec(**spec) for role, spec in (specs or {}).items()}
+    def __init__(self, specs: dict[str, dict | ModelSpec] | None = None, cache: CallCache | None = None,
+                 quiet: bool = False):
+        self.specs = {role: ModelSpec.model_validate(spec) for role, spec in (specs or {}).items()}
         self.cache = cache
         self.quiet = quiet
         self._built: dict[str, Any] = {}

@@ -55,7 +55,7 @@ class LocalExecutor:
         self.run = RunDir(run_dir or recipe.output.dir)
         self.quiet = quiet
         cache = None if recipe.cache == "off" else CallCache(recipe.cache)
-        self.models = ModelRegistry({role: spec.model_dump() for role, spec in recipe.models.items()}, cache, quiet)
+        self.models = ModelRegistry(recipe.models, cache, quiet)
         self.context = OpContext(seed=recipe.seed, models=self.models, quiet=quiet)
 
     # ---- run control ----------------------------------------------------------------------------

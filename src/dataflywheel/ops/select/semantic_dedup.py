@@ -10,8 +10,7 @@ from pydantic import Field
 from dataflywheel.algorithms.semdedup import semdedup
 from dataflywheel.ops.base import OpConfig, Selection, Selector
 from dataflywheel.ops.registry import register
-from dataflywheel.ops.select.embedding_scan import map_2d
-from dataflywheel.records import text_of
+from dataflywheel.ops.select.embedding_scan import gather, map_2d
 
 
 class SemanticDedupConfig(OpConfig):
@@ -35,21 +34,17 @@ class SemanticDedup(Selector):
 
     def select(self, scan) -> Selection:
         cfg = self.config
-        embedder = self.context.models.embedder(cfg.embedder)
-        blocks, ids, rank = [], [], []
-        for batch in scan():
-            blocks.append(embedder.embed([text_of(r, cfg.field) for r in batch]))
-            ids.extend(r["id"] for r in batch)
-            if cfg.keep not in ("farthest", "first"):
-                rank.extend(float(r.get("scores", {}).get(cfg.keep, float("-inf"))) for r in batch)
+        by_score = cfg.keep not in ("farthest", "first")
+        found = gather(scan, embedder=self.context.models.embedder(cfg.embedder), field=cfg.field,
+                       score_names=(cfg.keep,) if by_score else ())
+        ids, embeddings = found.ids, found.embeddings
         if not ids:
             return Selection()
-        embeddings = np.concatenate(blocks).astype(np.float32)
         priority = None
         if cfg.keep == "first":
             priority = -np.arange(len(ids), dtype=float)
-        elif rank:
-            priority = np.asarray(rank)
+        elif by_score:
+            priority = np.nan_to_num(found.scores[cfg.keep], nan=-np.inf)  # unscored records are visited last
         found = semdedup(embeddings, cfg.eps, cfg.n_clusters, self.context.seed, priority)
         selection = Selection(meta=map_2d(embeddings))
         for position in np.flatnonzero(found.duplicate_of >= 0):
