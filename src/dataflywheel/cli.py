@@ -21,6 +21,12 @@ err = Console(stderr=True)
 USAGE_ERROR = 2
 
 
+def _dataset_path(path: Path) -> Path:
+    """A dataset file, or a run directory's output file."""
+    manifest = path / "manifest.json"
+    return Path(json.loads(manifest.read_text())["output"]["path"]) if manifest.exists() else path
+
+
 def _fail(message: str, code: int = USAGE_ERROR) -> None:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -77,8 +83,7 @@ def train(
     from dataflywheel.train.fit import TrainConfig
     from dataflywheel.train.fit import train as fit
 
-    if (data / "manifest.json").exists():
-        data = Path(json.loads((data / "manifest.json").read_text())["output"]["path"])
+    data = _dataset_path(data)
     try:
         config = TrainConfig(model=model, method=method, epochs=epochs, max_steps=max_steps,
                              learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
@@ -210,8 +215,7 @@ def inspect(
     from dataflywheel.inspect_data import dataset_stats
     from dataflywheel.records import RecordError
 
-    if (path / "manifest.json").exists():
-        path = Path(json.loads((path / "manifest.json").read_text())["output"]["path"])
+    path = _dataset_path(path)
     try:
         stats = dataset_stats(path, fmt)
     except (FileNotFoundError, ValueError, RecordError) as e:
