@@ -110,11 +110,9 @@ def evaluate(
 
     The judge is the bundled SmolLM2 unless DATAFLYWHEEL_JUDGE_BASE_URL and DATAFLYWHEEL_JUDGE_MODEL name an
     OpenAI-compatible server (key from OPENAI_API_KEY)."""
-    import os
-
     from dataflywheel.io import ReadReject, read_records
     from dataflywheel.models import CallCache, ModelRegistry
-    from dataflywheel.train.evaluate import answers, reference_loss, win_rate
+    from dataflywheel.train.evaluate import answers, judge_spec_from_env, reference_loss, win_rate
 
     try:
         records = [r for r in read_records(heldout) if not isinstance(r, ReadReject)][:limit]
@@ -123,13 +121,14 @@ def evaluate(
     specs = {"a": {"backend": "transformers", "model": model, "options": {"adapter": adapter} if adapter else {}},
              "b": {"backend": "transformers", "model": baseline_model or model,
                    "options": {"adapter": baseline_adapter} if baseline_adapter else {}}}
-    if os.environ.get("DATAFLYWHEEL_JUDGE_BASE_URL") and os.environ.get("DATAFLYWHEEL_JUDGE_MODEL"):
-        specs["judge"] = {"backend": "openai", "model": os.environ["DATAFLYWHEEL_JUDGE_MODEL"],
-                          "options": {"base_url": os.environ["DATAFLYWHEEL_JUDGE_BASE_URL"]}}
+    if judge_spec_from_env():
+        specs["judge"] = judge_spec_from_env()
     registry = ModelRegistry(specs, CallCache())
     a, b = registry.llm("a"), registry.llm("b")
-    result = {"records": len(records), "a": {"model": a.name, **reference_loss(a, records)},
-              "b": {"model": b.name, **reference_loss(b, records)}, "judge": registry.llm("judge").name}
+    loss_a, loss_b = reference_loss(a, records), reference_loss(b, records)
+    loss_a.pop("per_record"), loss_b.pop("per_record")
+    result = {"records": len(records), "a": {"model": a.name, **loss_a}, "b": {"model": b.name, **loss_b},
+              "judge": registry.llm("judge").name}
     result["a_vs_b"] = win_rate(registry.llm("judge"), records, answers(a, records, max_tokens),
                                 answers(b, records, max_tokens))
     text = json.dumps(result, indent=2)

@@ -4,7 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dataflywheel.cli import app
-from dataflywheel.train.evaluate import bootstrap_ci
+from dataflywheel.train.evaluate import bootstrap_ci, judge_spec_from_env, win_rate
 from tests.conftest import EXAMPLE_DATA, write_jsonl
 
 
@@ -27,3 +27,39 @@ def test_a_model_against_itself_wins_half(tmp_path, monkeypatch):
     assert report["a"]["reference_loss"] == pytest.approx(report["b"]["reference_loss"])
     duel = report["a_vs_b"]
     assert duel["win_rate"] == 0.5 and duel["ci95"][0] <= 0.5 <= duel["ci95"][1]
+
+
+class RuleJudge:
+    """A deterministic judge for the swap logic: prefers the answer holding ``mark``, or always says ``always``."""
+
+    def __init__(self, mark: str = "", always: str = ""):
+        self.mark, self.always = mark, always
+
+    def _letter(self, conversation) -> str:
+        if self.always:
+            return self.always
+        prompt = conversation[-1]["content"]
+        shown_first = prompt.split("### Response A:")[1].split("### Response B:")[0]
+        return "A" if self.mark in shown_first else "B"
+
+    def chat_top_logprobs(self, conversations, k):
+        return [{self._letter(c): -0.1, "C": -3.0} for c in conversations]
+
+
+def test_win_rate_judges_both_orders_and_calls_disagreement_a_tie():
+    records = [{"messages": [{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": "x"}]}
+               for i in range(4)]
+    good, bad = ["GOOD answer"] * 4, ["poor answer"] * 4
+    assert win_rate(RuleJudge(mark="GOOD"), records, good, bad)["win_rate"] == 1.0
+    assert win_rate(RuleJudge(mark="GOOD"), records, bad, good)["win_rate"] == 0.0
+    biased = win_rate(RuleJudge(always="A"), records, good, bad)  # always the first shown: the orders disagree
+    assert biased["win_rate"] == 0.5 and biased["ties"] == 4
+
+
+def test_the_judge_comes_from_the_environment_when_both_variables_are_set(monkeypatch):
+    monkeypatch.delenv("DATAFLYWHEEL_JUDGE_MODEL", raising=False)
+    monkeypatch.setenv("DATAFLYWHEEL_JUDGE_BASE_URL", "http://127.0.0.1:9/v1")
+    assert judge_spec_from_env() is None
+    monkeypatch.setenv("DATAFLYWHEEL_JUDGE_MODEL", "big-judge")
+    assert judge_spec_from_env() == {"backend": "openai", "model": "big-judge",
+                                     "options": {"base_url": "http://127.0.0.1:9/v1"}}

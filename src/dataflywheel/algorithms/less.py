@@ -3,7 +3,7 @@
 1. LoRA warm-up on a small random share of the pool; 2. per-sample LoRA gradients of every pool record,
 Adam-preconditioned with the warm-up optimizer's moments; 3. the same (plain gradients) for the target
 examples; 4. random projection (a CountSketch, a sparse Johnson-Lindenstrauss map) and normalisation;
-5. score = max cosine similarity to a target example. Per-sample gradients come from one batched
+5. score = mean cosine similarity to a target task's examples, maximised over tasks. Per-sample gradients come from one batched
 backward pass: hooks on the LoRA layers keep their inputs and output gradients, and each record's
 weight gradient is their per-record outer product summed over its tokens.
 """
@@ -18,10 +18,17 @@ import torch
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
-def add_lora(model, rank: int = 8, alpha: int = 16, targets=LORA_TARGETS):
+def add_lora(model, rank: int = 8, alpha: int = 16, targets=LORA_TARGETS, last_layers: int | None = None):
+    """Wrap ``model`` with LoRA adapters; ``last_layers`` puts them on the top N decoder layers only, so a
+    backward pass stops there (most of the cost of per-sample gradients on CPU)."""
     from peft import LoraConfig, get_peft_model
 
-    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(targets)))
+    layers = None
+    if last_layers is not None:
+        total = model.config.num_hidden_layers
+        layers = list(range(max(0, total - last_layers), total))
+    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(targets),
+                                            layers_to_transform=layers))
 
 
 def _encode(tokenizer, examples: list[tuple[str, str]], max_length: int) -> list[tuple[list[int], int]]:
@@ -52,8 +59,12 @@ def per_sample_losses(model, ids, mask, labels) -> torch.Tensor:
     """Mean answer-token cross-entropy of each row."""
     device = next(model.parameters()).device
     ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-    target = labels[:, 1:]
+    answer = (labels != -100).any(dim=0).nonzero()
+    first = max(1, int(answer[0])) if len(answer) else 1
+    # the vocabulary projection only where some row has an answer token (a fifth of the model's FLOPs)
+    keep = torch.arange(first - 1, ids.shape[1] - 1, device=device)
+    logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits.float()
+    target = labels[:, first:]
     losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
     counts = (target != -100).sum(dim=1).clamp(min=1)
     return losses.sum(dim=1) / counts
@@ -171,6 +182,10 @@ def gradient_features(model, tokenizer, examples, *, optimizer: torch.optim.Opti
     return features
 
 
-def less_scores(train: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Each training record's highest cosine similarity to a target example."""
-    return (train @ target.T).max(axis=1)
+def less_scores(train: np.ndarray, target: np.ndarray, tasks: list | None = None) -> np.ndarray:
+    """LESS's score: mean cosine similarity to each target task's examples, maximised over tasks.
+
+    ``tasks`` labels the target rows (one task when absent)."""
+    cosine = train @ target.T
+    labels = np.asarray(tasks if tasks is not None else [0] * len(target), dtype=object)
+    return np.max([cosine[:, labels == task].mean(axis=1) for task in dict.fromkeys(labels.tolist())], axis=0)

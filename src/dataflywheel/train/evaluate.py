@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,16 @@ def reference_loss(llm, records: list[dict]) -> dict:
     per_record = [-sum(lp) / len(lp) if lp else float("nan")
                   for lp in llm.logprobs(prompts, [response_text(r) for r in records])]
     low, high = bootstrap_ci([v for v in per_record if not math.isnan(v)])
-    return {"reference_loss": float(np.nanmean(per_record)), "ci95": [low, high], "n": len(per_record)}
+    return {"reference_loss": float(np.nanmean(per_record)), "ci95": [low, high], "n": len(per_record),
+            "per_record": per_record}
+
+
+def judge_spec_from_env() -> dict | None:
+    """The judge named by DATAFLYWHEEL_JUDGE_BASE_URL and DATAFLYWHEEL_JUDGE_MODEL (key from OPENAI_API_KEY), if set."""
+    url, model = os.environ.get("DATAFLYWHEEL_JUDGE_BASE_URL"), os.environ.get("DATAFLYWHEEL_JUDGE_MODEL")
+    if url and model:
+        return {"backend": "openai", "model": model, "options": {"base_url": url}}
+    return None
 
 
 def answers(llm, records: list[dict], max_tokens: int = 256) -> list[str]:
