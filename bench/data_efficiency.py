@@ -174,6 +174,12 @@ def compute_scores(pool, targets, protocol: dict, registry, quiet: bool) -> dict
 
 # ---------------------------------------------------------------- arms
 
+def split_arm(arm: str) -> tuple[str, int | None]:
+    """'ifd10' -> ('ifd', 10); 'full' -> ('full', None)."""
+    method = arm.rstrip("0123456789")
+    return method, int(arm[len(method):]) if arm != method else None
+
+
 def choose(arm: str, pool, scores, protocol: dict, registry) -> list[int]:
     """Pool positions an arm trains on."""
     from dataflywheel.algorithms.subset import budget_size
@@ -182,7 +188,7 @@ def choose(arm: str, pool, scores, protocol: dict, registry) -> list[int]:
     n = len(pool)
     if arm == "full":
         return list(range(n))
-    method, percent = arm.rstrip("0123456789"), int(arm[len(arm.rstrip("0123456789")):])
+    method, percent = split_arm(arm)
     budget = budget_size(n, None, percent / 100)
     if method == "random":
         return sorted(int(i) for i in np.random.default_rng(protocol["seed"]).choice(n, budget, replace=False))
@@ -245,7 +251,7 @@ def run_arm(arm: str, pool, heldout, scores, protocol: dict, registry, quiet: bo
 def baseline_of(arm: str) -> str | None:
     if arm in ("base", "random5", "random10"):
         return None
-    return "random10" if arm == "full" else "random" + arm[len(arm.rstrip("0123456789")):]
+    return "random10" if arm == "full" else f"random{split_arm(arm)[1]}"
 
 
 def judge_arm(arm: str, results: dict, heldout, protocol: dict, registry) -> dict | None:
@@ -274,26 +280,61 @@ def fmt_ci(value: float, ci: list[float], digits: int = 3) -> str:
     return f"{value:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
-def write_report(protocol: dict, results: dict, wins: dict, scores_seconds: dict, command: str) -> str:
+def strongest_models(count: int = 3) -> set[str]:
+    """The ``count`` models with the highest AlpacaEval 2 win rate in leaderboard.csv."""
+    import csv
+
+    with (DATA.parent / "leaderboard.csv").open(encoding="utf-8") as f:
+        rated = [(float(row["win_rate"]), row["model"]) for row in csv.DictReader(f) if row["win_rate"]]
+    return {model for _, model in sorted(rated, reverse=True)[:count]}
+
+
+def paired_delta(result: dict, other: dict) -> tuple[float, float, float]:
+    """Mean per-instruction reference-loss difference and its 95% bootstrap interval."""
     from dataflywheel.train.evaluate import bootstrap_ci
 
+    diff = np.array(result["reference_loss"]["per_record"]) - np.array(other["reference_loss"]["per_record"])
+    diff = diff[~np.isnan(diff)]
+    return (float(diff.mean()), *bootstrap_ci(diff))
+
+
+def write_report(protocol: dict, results: dict, wins: dict, scores_seconds: dict, command: str) -> str:
+    strong = strongest_models()
     rows = []
     for arm in ARMS:
         if arm not in results:
-            rows.append([arm, "not run yet", "", "", "", ""])
+            rows.append([arm, "not run yet", "", "", "", "", ""])
             continue
         r = results[arm]
         loss = r["reference_loss"]
         other = baseline_of(arm)
         delta = ""
         if other in results:
-            diff = np.array(loss["per_record"]) - np.array(results[other]["reference_loss"]["per_record"])
-            delta = f"{np.nanmean(diff):+.3f} [{bootstrap_ci(diff[~np.isnan(diff)])[0]:+.3f}, " \
-                    f"{bootstrap_ci(diff[~np.isnan(diff)])[1]:+.3f}] vs {other}"
+            d = paired_delta(r, results[other])
+            delta = f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] vs {other}"
         win = wins.get(arm)
         win_text = f"{fmt_ci(win['win_rate'], win['ci95'], 2)} ({win['ties']} ties)" if win else ""
         minutes = f"{sum(r['seconds'].values()) / 60:.1f}"
-        rows.append([arm, r["records"], fmt_ci(loss["reference_loss"], loss["ci95"]), delta, win_text, minutes])
+        from_strong = sum(n for model, n in r["generators"].items() if model in strong)
+        share = f"{from_strong / r['records']:.0%}" if r["records"] else ""
+        rows.append([arm, r["records"], share, fmt_ci(loss["reference_loss"], loss["ci95"]), delta, win_text, minutes])
+    findings = []
+    for percent in (5, 10):
+        candidates = [a for a in results if split_arm(a)[1] == percent and split_arm(a)[0] != "random"]
+        if not candidates:
+            continue
+        best = min(candidates, key=lambda a: results[a]["reference_loss"]["reference_loss"])
+        ours = [a for a in candidates if not a.startswith("longest")]
+        text = f"best {percent}% arm by reference loss: {best}"
+        for other in ("full", f"random{percent}"):
+            if other in results:
+                d = paired_delta(results[best], results[other])
+                text += f"; vs {other} Δ {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
+        if ours and best.startswith("longest"):
+            runner = min(ours, key=lambda a: results[a]["reference_loss"]["reference_loss"])
+            d = paired_delta(results[runner], results[best])
+            text += f"; our best selection method, {runner}, vs {best}: Δ {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
+        findings.append(text + ".")
     total = sum(sum(r["seconds"].values()) for r in results.values()) + sum(
         w.get("seconds", 0) for w in wins.values()) + sum(scores_seconds.values())
     judge = next(iter(wins.values()))["protocol"]["judge"] if wins else "the bundled SmolLM2"
@@ -313,9 +354,12 @@ def write_report(protocol: dict, results: dict, wins: dict, scores_seconds: dict
         f"that combination with cosine tau 0.9 on MiniLM embeddings. Win rate = judge ({judge}) preference over "
         f"the random arm of equal size on the first {p['winrate']} held-out instructions, answers of at most "
         f"{p['answer_tokens']} tokens, each pair judged in both orders (a tie when they disagree). Loss CIs are "
-        f"95% bootstrap; Δ is paired per instruction (negative = closer to the references than random).\n\n"
-        + table(["arm", "records", "reference loss [95% CI]", "Δ loss vs random of equal size [95% CI]",
+        f"95% bootstrap; Δ is paired per instruction (negative = closer to the references than random). "
+        f"'From the 3 strongest' = share of the arm's records answered by {', '.join(sorted(strong))} (AlpacaEval 2 "
+        f"leaderboard; 25% of the pool).\n\n"
+        + table(["arm", "records", "from the 3 strongest models", "reference loss [95% CI]", "Δ loss vs random of equal size [95% CI]",
                  "judge win rate vs random [95% CI]", "minutes"], rows)
+        + ("\n\nMeasured: " + " ".join(findings) if findings else "")
     )
     write_section("Data efficiency on AlpacaEval (CPU, equal steps)", body)
     return body

@@ -9,7 +9,7 @@ from dataflywheel.pipeline import LocalExecutor, parse_recipe
 from tests.conftest import REPO
 
 RECIPES = sorted((REPO / "examples" / "recipes").glob("*.yaml"))
-USES_MODELS = {"clean.yaml"}
+USES_MODELS = {"clean.yaml", "select.yaml"}
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
