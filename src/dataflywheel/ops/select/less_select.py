@@ -23,7 +23,7 @@ class LessConfig(BudgetConfig):
     rank: int = Field(default=8, ge=1)
     last_layers: int | None = Field(default=8, ge=1)
     """LoRA (and so gradients) on the top N decoder layers only; null = every layer, as in the paper.
-    The top 8 of SmolLM2's 30 run 2.2x faster on CPU (docs/benchmarks.md)."""
+    The top 8 of SmolLM2's 30 run 1.7x faster on CPU (docs/benchmarks.md)."""
     warmup_fraction: float = Field(default=0.05, gt=0.0, le=1.0)
     """Share of the pool used to warm up the LoRA weights (LESS: 5%)."""
     warmup_epochs: int = Field(default=1, ge=1)
