@@ -121,8 +121,9 @@ def evaluate(
     specs = {"a": {"backend": "transformers", "model": model, "options": {"adapter": adapter} if adapter else {}},
              "b": {"backend": "transformers", "model": baseline_model or model,
                    "options": {"adapter": baseline_adapter} if baseline_adapter else {}}}
-    if judge_spec_from_env():
-        specs["judge"] = judge_spec_from_env()
+    judge = judge_spec_from_env()
+    if judge:
+        specs["judge"] = judge
     registry = ModelRegistry(specs, CallCache())
     a, b = registry.llm("a"), registry.llm("b")
     loss_a, loss_b = reference_loss(a, records), reference_loss(b, records)

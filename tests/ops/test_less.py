@@ -98,3 +98,13 @@ def test_less_follows_an_alpaca_eval_category(tmp_path):
     counts = collections.Counter(kept)
     assert counts.most_common(1)[0][0] == "vicuna"
     assert counts["vicuna"] >= 7  # base rate 4.8
+
+
+def test_less_score_is_the_best_task_mean_not_the_best_single_example():
+    from dataflywheel.algorithms.less import less_scores
+
+    train = np.array([[1.0, 0.0], [0.0, 1.0]])
+    target = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    # record 0 matches one example of task "a" perfectly and its other example not at all: mean 0
+    assert less_scores(train, target, ["a", "a", "b", "b"]).tolist() == [0.0, 1.0]
+    assert less_scores(train, target).tolist() == [0.0, 0.5]  # one task: the mean over all four

@@ -3,9 +3,9 @@
 1. LoRA warm-up on a small random share of the pool; 2. per-sample LoRA gradients of every pool record,
 Adam-preconditioned with the warm-up optimizer's moments; 3. the same (plain gradients) for the target
 examples; 4. random projection (a CountSketch, a sparse Johnson-Lindenstrauss map) and normalisation;
-5. score = mean cosine similarity to a target task's examples, maximised over tasks. Per-sample gradients come from one batched
-backward pass: hooks on the LoRA layers keep their inputs and output gradients, and each record's
-weight gradient is their per-record outer product summed over its tokens.
+5. score = mean cosine similarity to a target task's examples, maximised over tasks. Per-sample
+gradients come from one batched backward pass: hooks on the LoRA layers keep their inputs and output
+gradients, and each record's weight gradient is their per-record outer product summed over its tokens.
 """
 
 from __future__ import annotations
