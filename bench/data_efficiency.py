@@ -26,6 +26,7 @@ bench/results/data_efficiency/. A saved result is reused only when its protocol 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 import sys
@@ -182,7 +183,7 @@ def split_arm(arm: str) -> tuple[str, int | None]:
 
 def choose(arm: str, pool, scores, protocol: dict, registry) -> list[int]:
     """Pool positions an arm trains on."""
-    from dataflywheel.algorithms.subset import budget_size
+    from dataflywheel.algorithms.subset import budget_size, weighted_zscores
     from dataflywheel.ops import OpContext, get_operator
 
     n = len(pool)
@@ -203,7 +204,7 @@ def choose(arm: str, pool, scores, protocol: dict, registry) -> list[int]:
                "density": ("select.density_sample", {}),
                "deita": ("select.deita", {"score": "combo"})}
     if method == "deita":  # DEITA's score-first walk over our combination, with its diversity threshold
-        combo = choose_scores(scored, COMBO)
+        combo = weighted_zscores(scores, COMBO)
         scored = [{**r, "scores": {**r["scores"], "combo": c}} for r, c in zip(scored, combo)]
     name, config = configs[method]
     cls = get_operator(name)
@@ -211,10 +212,6 @@ def choose(arm: str, pool, scores, protocol: dict, registry) -> list[int]:
     return [i for i in range(n) if i not in selection.rejected]
 
 
-def choose_scores(records, weights: dict[str, float]) -> list[float]:
-    from dataflywheel.algorithms.subset import zscore
-
-    return list(sum(w * zscore(np.array([r["scores"][s] for r in records], dtype=float)) for s, w in weights.items()))
 
 
 def run_arm(arm: str, pool, heldout, scores, protocol: dict, registry, quiet: bool) -> dict:
@@ -239,9 +236,7 @@ def run_arm(arm: str, pool, heldout, scores, protocol: dict, registry, quiet: bo
     references = cut(llm, heldout, protocol["reference_tokens"])
     loss = reference_loss(llm, references)
     replies = answers(llm, heldout[: protocol["winrate"]], protocol["answer_tokens"])
-    generators = {}
-    for i in chosen:
-        generators[pool[i]["meta"]["generator"]] = generators.get(pool[i]["meta"]["generator"], 0) + 1
+    generators = dict(collections.Counter(pool[i]["meta"]["generator"] for i in chosen))
     return save_json(path, protocol, {
         "arm": arm, "records": len(chosen), "generators": generators, "train": fit,
         "reference_loss": loss, "answers": replies,
@@ -261,14 +256,15 @@ def judge_arm(arm: str, results: dict, heldout, protocol: dict, registry) -> dic
     other = baseline_of(arm)
     if other is None or arm not in results or other not in results:
         return None
-    judge = registry.llm("judge")
+    judged = {**protocol, "judge": registry.spec("judge").cache_name()}
     path = RESULTS / "winrates" / f"{arm}_vs_{other}.json"
-    saved = load_json(path, {**protocol, "judge": judge.name})
+    saved = load_json(path, judged)
     if saved is not None:
         return saved
     started = time.perf_counter()
-    verdict = win_rate(judge, heldout[: protocol["winrate"]], results[arm]["answers"], results[other]["answers"])
-    return save_json(path, {**protocol, "judge": judge.name},
+    verdict = win_rate(registry.llm("judge"), heldout[: protocol["winrate"]], results[arm]["answers"],
+                       results[other]["answers"])
+    return save_json(path, judged,
                      {"arm": arm, "baseline": other, **verdict, "seconds": time.perf_counter() - started})
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Literal
 
 ROLES = ("system", "user", "assistant")
 RECORD_FIELDS = ("id", "messages", "chosen", "rejected", "meta", "scores", "lineage")
@@ -128,6 +128,10 @@ def conversation_text(record: dict) -> str:
     if is_preference(record):
         turns.append(record["chosen"])
     return "\n\n".join(m["content"] for m in turns)
+
+
+TextField = Literal["instruction", "response", "conversation"]
+"""The texts an operator can compare (see ``text_of``)."""
 
 
 def text_of(record: dict, field: str) -> str:

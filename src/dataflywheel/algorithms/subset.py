@@ -27,6 +27,11 @@ def zscore(values: np.ndarray) -> np.ndarray:
     return (values - finite.mean()) / finite.std()
 
 
+def weighted_zscores(scores: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    """Several scores as one: each z-scored, then summed with its weight."""
+    return sum(weight * zscore(np.asarray(scores[name], dtype=float)) for name, weight in weights.items())
+
+
 def deita_select(order: np.ndarray, embeddings: np.ndarray, budget: int, tau: float = 0.9) -> list[int]:
     """DEITA score-first, diversity-aware: walk records by score; add one only if its cosine similarity to
     its nearest already-selected record is below ``tau``; stop at the budget."""

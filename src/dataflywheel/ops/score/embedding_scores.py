@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 from pydantic import Field
 
@@ -11,10 +9,11 @@ from dataflywheel.algorithms.subset import knn_density
 from dataflywheel.ops.base import OpConfig, Selection, Selector
 from dataflywheel.ops.registry import register
 from dataflywheel.ops.select.embedding_scan import gather, map_2d
+from dataflywheel.records import TextField
 
 
 class EmbeddingScoresConfig(OpConfig):
-    field: Literal["instruction", "response", "conversation"] = "conversation"
+    field: TextField = "conversation"
     embedder: str = "embedder"
     k: int = Field(default=10, ge=1)
     bandwidth: float = Field(default=0.1, gt=0.0)

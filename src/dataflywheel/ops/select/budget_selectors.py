@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 from pydantic import Field, model_validator
 
 from dataflywheel.algorithms.semdedup import kmeans_labels
 from dataflywheel.algorithms.subset import (budget_size, cluster_balanced, deita_select, inverse_propensity_sample,
-                                            k_center_greedy, knn_density, rank_order, zscore)
+                                            k_center_greedy, knn_density, rank_order, weighted_zscores)
 from dataflywheel.ops.base import OpConfig, Selection, Selector
 from dataflywheel.ops.registry import register
 from dataflywheel.ops.select.embedding_scan import gather, keep_only, map_2d
-
-TextField = Literal["instruction", "response", "conversation"]
+from dataflywheel.records import TextField
 
 
 class BudgetConfig(OpConfig):
@@ -51,7 +48,7 @@ class TopK(Selector):
             [(name, weight)] = cfg.scores.items()
             combined = found.scores[name] * np.sign(weight)
         else:
-            combined = sum(weight * zscore(found.scores[name]) for name, weight in cfg.scores.items())
+            combined = weighted_zscores(found.scores, cfg.scores)
         n = len(found.ids)
         ranked = rank_order(combined)
         order = ranked if cfg.threshold is None else np.array([i for i in ranked if combined[i] >= cfg.threshold],

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
 
 from dataflywheel.ops.base import OpConfig, Selection, Selector
 from dataflywheel.ops.registry import register
-from dataflywheel.records import text_of
+from dataflywheel.records import TextField, text_of
 from dataflywheel.text import dedup_key
 
 
 class ExactDedupConfig(OpConfig):
-    field: Literal["instruction", "response", "conversation"] = "conversation"
+    field: TextField = "conversation"
     """Which text is compared: the instruction, the response, or the whole conversation."""
 
 

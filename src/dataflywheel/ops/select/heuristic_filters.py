@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
 from dataflywheel.algorithms.text_quality import (duplicate_line_shares, duplicate_ngram_char_share, non_alnum_share,
                                                   top_ngram_char_share, truncation_sign, words)
 from dataflywheel.ops.base import Filter, OpConfig
 from dataflywheel.ops.registry import register
-from dataflywheel.records import instruction_text, response_text, text_of
+from dataflywheel.records import TextField, instruction_text, response_text, text_of
 from dataflywheel.text import dedup_key
-
-Field_ = Literal["instruction", "response", "conversation"]
 
 
 class SymbolRatioConfig(OpConfig):
-    field: Field_ = "response"
+    field: TextField = "response"
     max_share: float = Field(default=0.5, ge=0.0, le=1.0)
     """Largest share of characters that are neither alphanumeric nor whitespace (code stays well below 0.5)."""
 
@@ -42,7 +38,7 @@ DUPLICATE_NGRAM = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
 
 
 class RepetitionConfig(OpConfig):
-    field: Field_ = "response"
+    field: TextField = "response"
     min_words: int = Field(default=30, ge=1)
     """Texts shorter than this are not judged (the statistics are noise on a few words)."""
     top_ngram: dict[int, float] = Field(default_factory=lambda: dict(TOP_NGRAM))
@@ -90,7 +86,7 @@ REFUSAL_PHRASES = [
 
 
 class RefusalConfig(OpConfig):
-    field: Field_ = "response"
+    field: TextField = "response"
     phrases: list[str] = Field(default_factory=lambda: list(REFUSAL_PHRASES))
     """Case-insensitive phrases; a response containing any of them is rejected."""
 

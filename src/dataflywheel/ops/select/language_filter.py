@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
 
 from pydantic import Field
 
 from dataflywheel.ops.base import Filter, OpConfig
 from dataflywheel.ops.registry import register
-from dataflywheel.records import text_of
+from dataflywheel.records import TextField, text_of
 
 
 @lru_cache(maxsize=1)
@@ -29,7 +28,7 @@ def detect_language(text: str) -> tuple[str, float]:
 
 
 class LanguageConfig(OpConfig):
-    field: Literal["instruction", "response", "conversation"] = "conversation"
+    field: TextField = "conversation"
     languages: list[str] = Field(default_factory=lambda: ["en"])
     """Accepted ISO 639-1 codes."""
     min_confidence: float = Field(default=0.65, ge=0.0, le=1.0)

@@ -10,11 +10,11 @@ from pydantic import Field
 from dataflywheel.algorithms.minhash import batch_shingles, cluster, exact_jaccard, optimal_bands, signatures
 from dataflywheel.ops.base import OpConfig, Selection, Selector
 from dataflywheel.ops.registry import register
-from dataflywheel.records import text_of
+from dataflywheel.records import TextField, text_of
 
 
 class MinHashConfig(OpConfig):
-    field: Literal["instruction", "response", "conversation"] = "conversation"
+    field: TextField = "conversation"
     """Which text is compared."""
     unit: Literal["word", "char"] = "word"
     ngram: int = Field(default=5, ge=1)

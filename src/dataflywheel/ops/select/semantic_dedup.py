@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 from pydantic import Field
 
@@ -11,10 +9,11 @@ from dataflywheel.algorithms.semdedup import semdedup
 from dataflywheel.ops.base import OpConfig, Selection, Selector
 from dataflywheel.ops.registry import register
 from dataflywheel.ops.select.embedding_scan import gather, map_2d
+from dataflywheel.records import TextField
 
 
 class SemanticDedupConfig(OpConfig):
-    field: Literal["instruction", "response", "conversation"] = "conversation"
+    field: TextField = "conversation"
     embedder: str = "embedder"
     """Model role of the embedder (default: the bundled all-MiniLM-L6-v2)."""
     eps: float = Field(default=0.05, gt=0.0, lt=1.0)
