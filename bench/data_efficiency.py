@@ -129,7 +129,7 @@ def compute_scores(pool, targets, protocol: dict, registry, quiet: bool) -> dict
     saved = load_json(path, protocol) or {"scores": {}, "seconds": {}}
     scores, seconds = saved["scores"], saved["seconds"]
     llm = registry.llm("default")
-    scoring = cut(llm, pool, protocol["score_answer_tokens"])
+    scoring = None  # answers cut for the scorers, made when a score is missing (it loads the tokenizer)
     context = OpContext(seed=protocol["seed"], models=registry, quiet=quiet)
 
     def op(name, **config):
@@ -148,6 +148,7 @@ def compute_scores(pool, targets, protocol: dict, registry, quiet: bool) -> dict
             if name in scores:
                 continue
             started = time.perf_counter()
+            scoring = scoring or cut(llm, pool, protocol["score_answer_tokens"])
             values = []
             with progress.step(f"score {name}", len(scoring)) as advance:
                 for start in range(0, len(scoring), 16):
