@@ -41,6 +41,7 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run a recipe: read, apply every step, write the output, rejects and manifest."""
+    from dataflywheel.errors import FatalError
     from dataflywheel.pipeline import LocalExecutor, RecipeError, RunError, load_recipe
 
     try:
@@ -52,12 +53,15 @@ def run(
         manifest = executor.execute(resume=resume, force=force)
     except RunError as e:
         _fail(str(e))
+    except FatalError as e:
+        _fail(f"{e}\nthe run stopped; nothing was rejected for it. Once fixed: flywheel run {recipe} --resume"
+              + (f" --output {output}" if output else ""), code=1)
     totals = manifest["totals"]
     out.print(f"read {totals['read']}, kept {totals['output']}, rejected {totals['rejected']}"
               + (f", generated {totals['generated']}" if totals["generated"] else ""), highlight=False)
     out.print(f"output:   {manifest['output']['path']}", highlight=False)
-    out.print(f"rejected: {executor.run.rejected}", highlight=False)
-    out.print(f"manifest: {executor.run.manifest_path}", highlight=False)
+    out.print(f"rejected: {executor.run_dir.rejected}", highlight=False)
+    out.print(f"manifest: {executor.run_dir.manifest_path}", highlight=False)
     out.print(f"report:   {manifest['report']}", highlight=False)
 
 

@@ -64,7 +64,7 @@ def test_run_completes_and_keeps_every_bad_row(tmp_path):
     executor, manifest = run_recipe(tmp_path, malformed_jsonl(tmp_path / "bad.jsonl"))
     assert manifest["status"] == "finished"
     assert manifest["totals"] == {"read": 7, "output": 2, "rejected": 5, "generated": 0}
-    rejects = pq.read_table(executor.run.rejects(0, "read")).to_pylist()
+    rejects = pq.read_table(executor.run_dir.rejects(0, "read")).to_pylist()
     assert sorted(r["source"] for r in rejects) == ["bad.jsonl:2", "bad.jsonl:3", "bad.jsonl:4", "bad.jsonl:5",
                                                    "bad.jsonl:7"]
     assert all(r["step"] == "read" and r["reason"] for r in rejects)
@@ -78,4 +78,4 @@ def test_empty_file_runs_to_an_empty_output(tmp_path):
     executor, manifest = run_recipe(tmp_path, empty, [{"op": "select.exact_dedup"}])
     assert manifest["status"] == "finished"
     assert manifest["totals"]["read"] == 0
-    assert (executor.run.root / "output.jsonl").read_text() == ""
+    assert (executor.run_dir.root / "output.jsonl").read_text() == ""

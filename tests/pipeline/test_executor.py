@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dataflywheel.pipeline import LocalExecutor, RunError, parse_recipe
-from dataflywheel.pipeline.run_dir import iter_rejects, root_id
+from dataflywheel.pipeline.run_dir import iter_rejects
 from tests.conftest import EXAMPLE_DATA, REPO, read_jsonl
 
 STEPS = [
@@ -31,9 +31,9 @@ def execute(tmp_path, steps=STEPS, name="run", **kwargs):
 
 def test_every_input_record_is_in_output_or_rejects_exactly_once(tmp_path):
     executor, manifest = execute(tmp_path)
-    input_ids = Counter(r["id"] for r in pq.read_table(executor.run.checkpoint(0, "read")).to_pylist())
-    output = read_jsonl(executor.run.root / "output.jsonl")
-    rejects = list(iter_rejects(executor.run))
+    input_ids = Counter(r["id"] for r in pq.read_table(executor.run_dir.checkpoint(0, "read")).to_pylist())
+    output = read_jsonl(executor.run_dir.root / "output.jsonl")
+    rejects = list(iter_rejects(executor.run_dir))
     n_lines = sum(1 for line in EXAMPLE_DATA.read_text().splitlines() if line.strip())
 
     assert manifest["totals"]["read"] == n_lines == len(output) + len(rejects)
@@ -41,19 +41,23 @@ def test_every_input_record_is_in_output_or_rejects_exactly_once(tmp_path):
     # all four steps acted on this data
     assert {r["step"] for r in rejects} == {"length_filter", "exact_dedup", "instruction_dedup"}
 
-    # by id: normalised records carry lineage back to the record that was read
-    final = [json.loads(t) for t in pq.read_table(manifest["steps"][-1]["checkpoint"]).column("record").to_pylist()]
-    accounted = Counter(root_id(r) for r in final) + Counter(root_id(json.loads(r["record"])) for r in rejects)
+    # by id: every row names the record it entered the run as; changed records carry lineage back to it
+    final = pq.read_table(manifest["steps"][-1]["checkpoint"]).to_pylist()
+    accounted = Counter(r["origin"] for r in final) + Counter(r["origin"] for r in rejects if r["origin"])
     assert accounted == input_ids
+    changed = [(json.loads(r["record"]), r["origin"]) for r in final if r["id"] != r["origin"]]
+    assert changed, "normalize changed no record: the lineage check below would test nothing"
+    for record, origin in changed:
+        assert record["lineage"][0]["parents"] == [origin] and record["lineage"][0]["op"] == "enhance.normalize"
     for step in manifest["steps"]:
         assert step["in"] + step["generated"] == step["out"] + step["rejected"]
 
 
 def test_duplicates_name_what_they_duplicate(tmp_path):
     executor, _ = execute(tmp_path, steps=STEPS[:3])
-    dups = [r for r in iter_rejects(executor.run) if r["step"] == "exact_dedup"]
+    dups = [r for r in iter_rejects(executor.run_dir) if r["step"] == "exact_dedup"]
     assert len(dups) == 2  # the two planted in the example data (one differs only in case)
-    kept_ids = {r["id"] for r in read_jsonl(executor.run.root / "output.jsonl")}
+    kept_ids = {r["id"] for r in read_jsonl(executor.run_dir.root / "output.jsonl")}
     for row in dups:
         original = json.loads(row["record"])["meta"]["duplicate_of"]
         assert row["reason"].startswith(f"exact duplicate of {original}")
@@ -99,7 +103,8 @@ def test_resume_after_sigkill_gives_byte_identical_output(tmp_path):
 
     def write_recipe(name):
         path = tmp_path / f"{name}.yaml"
-        steps = [{"op": "enhance.normalize"}, {"op": "test.slow_copy"}] + STEPS[1:]
+        # record-by-record steps run as one stream and commit together; the dedup ends the first stream
+        steps = [{"op": "enhance.normalize"}, STEPS[3], {"op": "test.slow_copy"}] + STEPS[1:3]
         path.write_text(json.dumps({"input": {"path": str(EXAMPLE_DATA)}, "output": {"dir": str(tmp_path / name)},
                                     "plugins": ["slow_plugin"], "batch_size": 8, "steps": steps}))
         return path
@@ -110,7 +115,7 @@ def test_resume_after_sigkill_gives_byte_identical_output(tmp_path):
     killed = tmp_path / "killed"
     proc = subprocess.Popen(cli + [str(write_recipe("killed")), "--quiet"], env=env, cwd=tmp_path)
     deadline = time.time() + 60
-    while not (killed / "checkpoints" / "02-slow_copy.parquet.tmp").exists():
+    while not (killed / "checkpoints" / "03-slow_copy.parquet.tmp").exists():
         assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
         time.sleep(0.05)
     time.sleep(0.5)
@@ -118,7 +123,7 @@ def test_resume_after_sigkill_gives_byte_identical_output(tmp_path):
     proc.wait()
     manifest = json.loads((killed / "manifest.json").read_text())
     assert manifest["status"] == "running"
-    assert [s["name"] for s in manifest["steps"]] == ["read", "normalize"]
+    assert [s["name"] for s in manifest["steps"]] == ["read", "normalize", "instruction_dedup"]
     normalized_at = (killed / "checkpoints" / "01-normalize.parquet").stat().st_mtime_ns
 
     # the same recipe file, now resumed (its output dir is where the killed run was)

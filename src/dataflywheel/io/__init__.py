@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from dataflywheel.io.files import FILE_TYPES, detect_file_type, iter_rows, write_rows
-from dataflywheel.io.formats import FORMATS, detect_format, record_to_row, row_to_record
+from dataflywheel.io.files import FILE_TYPES, columnar_row, detect_file_type, iter_rows, write_rows
+from dataflywheel.io.formats import FORMATS, detect_format, record_to_row, restore_reserved, row_to_record, split_reserved
 from dataflywheel.records import RecordError
 
-__all__ = ["FILE_TYPES", "FORMATS", "ReadReject", "read_records", "write_records", "records_from_dataset",
+__all__ = ["FILE_TYPES", "FORMATS", "ReadReject", "read_records", "read_rows", "write_records", "records_from_dataset",
            "records_to_dataset", "detect_file_type", "detect_format", "peek_format"]
 
 
@@ -40,8 +40,9 @@ def _convert(rows: Iterable[tuple[str, Any]], fmt: str | None) -> Iterator[dict 
             yield ReadReject(source, str(row), "")
             continue
         try:
+            row, kept = split_reserved(row)
             row_format = fmt or detect_format(row)
-            record = row_to_record(row, row_format)
+            record = restore_reserved(row_to_record(row, row_format), kept)
         except RecordError as err:
             yield ReadReject(source, str(err), _raw_text(row))
             continue
@@ -56,6 +57,13 @@ def read_records(path: str | Path, fmt: str | None = None, file_type: str | None
     return _convert(iter_rows(path, file_type), fmt)
 
 
+def read_rows(rows: Iterable[Any], fmt: str | None = None) -> Iterator[dict | ReadReject]:
+    """Records from rows in memory: a list of dicts in any format, or a ``datasets.Dataset``."""
+    if fmt is not None and fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    return _convert(((f"data[{i}]", row) for i, row in enumerate(rows)), fmt)
+
+
 def peek_format(path: str | Path, file_type: str | None = None) -> str | None:
     """The format of the first readable row, or None for an empty/unreadable file."""
     for _, row in iter_rows(path, file_type):
@@ -68,9 +76,11 @@ def peek_format(path: str | Path, file_type: str | None = None) -> str | None:
 
 
 def write_records(records: Iterable[dict], path: str | Path, fmt: str = "auto", file_type: str | None = None,
-                  *, with_meta: bool = True, with_id: bool = False, with_scores: bool = False) -> int:
+                  *, with_meta: bool = True, with_id: bool = False, with_scores: bool = False,
+                  with_lineage: bool = False) -> int:
     """Write records as rows of ``fmt``; return how many were written."""
-    rows = (record_to_row(r, fmt, with_meta=with_meta, with_id=with_id, with_scores=with_scores) for r in records)
+    rows = (record_to_row(r, fmt, with_meta=with_meta, with_id=with_id, with_scores=with_scores,
+                          with_lineage=with_lineage) for r in records)
     return write_rows(rows, path, file_type)
 
 
@@ -80,7 +90,7 @@ def records_from_dataset(dataset: Any, fmt: str | None = None) -> Iterator[dict 
 
 
 def records_to_dataset(records: Iterable[dict], fmt: str = "auto", **options: bool) -> Any:
-    """A Hugging Face ``datasets.Dataset`` of rows in ``fmt``."""
+    """A Hugging Face ``datasets.Dataset`` of rows in ``fmt`` (lineage as JSON text, as in Parquet)."""
     from datasets import Dataset
 
-    return Dataset.from_list([record_to_row(r, fmt, **options) for r in records])
+    return Dataset.from_list([columnar_row(record_to_row(r, fmt, **options)) for r in records])

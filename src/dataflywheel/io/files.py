@@ -20,7 +20,7 @@ from dataflywheel.records import RecordError
 
 FILE_TYPES = ("jsonl", "json", "parquet", "csv", "hf")
 # Columns that hold nested values; CSV cells carry them as JSON text.
-NESTED_CSV_COLUMNS = ("messages", "conversations", "chosen", "rejected", "prompt", "scores", "meta")
+NESTED_CSV_COLUMNS = ("messages", "conversations", "chosen", "rejected", "prompt", "scores", "meta", "lineage")
 
 Row = tuple[str, "dict | RecordError"]
 
@@ -93,8 +93,21 @@ def _iter_parquet(path: Path) -> Iterator[Row]:
     index = 0
     for batch in parquet.iter_batches(batch_size=1024):
         for row in batch.to_pylist():
-            yield f"{path.name}[{index}]", row
+            yield f"{path.name}[{index}]", _present(row)
             index += 1
+
+
+def _present(row: dict) -> dict:
+    """A columnar row without its null cells: a column another row has is absent from this one."""
+    return {k: v for k, v in row.items() if v is not None}
+
+
+def columnar_row(row: dict) -> dict:
+    """A row for a columnar container (Parquet, CSV, datasets): lineage as JSON text, since its entries
+    differ in shape from step to step and would not fit one column type."""
+    if "lineage" in row and not isinstance(row["lineage"], str):
+        row = {**row, "lineage": json.dumps(row["lineage"], ensure_ascii=False)}
+    return row
 
 
 def _decode_cell(key: str, cell: str) -> Any:
@@ -135,10 +148,10 @@ def _iter_hf(path: Path) -> Iterator[Row]:
     if hasattr(dataset, "keys"):  # a DatasetDict: read every split in order
         for split in dataset.keys():
             for index, row in enumerate(dataset[split]):
-                yield f"{path.name}/{split}[{index}]", row
+                yield f"{path.name}/{split}[{index}]", _present(row)
         return
     for index, row in enumerate(dataset):
-        yield f"{path.name}[{index}]", row
+        yield f"{path.name}[{index}]", _present(row)
 
 
 ITERATORS = {"jsonl": _iter_jsonl, "json": _iter_json, "parquet": _iter_parquet, "csv": _iter_csv, "hf": _iter_hf}
@@ -170,7 +183,7 @@ def write_rows(rows: Iterable[dict], path: str | Path, file_type: str | None = N
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
                 count += 1
         return count
-    rows = list(rows)
+    rows = list(rows) if kind == "json" else [columnar_row(r) for r in rows]
     if kind == "json":
         path.write_text(json.dumps(rows, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     elif kind == "parquet":

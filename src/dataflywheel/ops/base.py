@@ -4,7 +4,13 @@
 - Filter: record -> None (keep) or a reason string (reject).
 - Scorer: batch of records -> one float per record, stored as ``scores[score_name]``.
 - Selector: the whole dataset -> which records to drop (with reasons) and meta notes for the rest.
-- Generator: batch of records -> new records (the inputs pass through; new ones carry lineage).
+- Generator: new records, in three shapes: per batch (``Generator``), over the whole pool in rounds
+  (``PoolGenerator``), and sources that need no input (``SourceGenerator``). The executor validates every
+  candidate, gives it its id and lineage, and keeps every rejected candidate with its reason.
+
+Operators hold their config and model *roles*, never live models or connections: live state is opened
+lazily (in attributes whose names start with ``_``, dropped on pickling) or in ``setup()``, so an
+operator pickles to any worker process.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class OpConfig(BaseModel):
@@ -32,11 +38,15 @@ class OpContext:
 
 
 class Operator:
-    """Base of all operators; subclasses set ``name``, ``kind`` and ``Config``."""
+    """Base of all operators; subclasses set ``name``, ``kind`` and ``Config``.
+
+    ``model_role_fields`` names the config fields that hold model roles: an operator that names any uses
+    models (an engine gives it a long-lived worker), and generated records name the roles in lineage."""
 
     name: ClassVar[str]
     kind: ClassVar[str]
     Config: ClassVar[type[OpConfig]] = OpConfig
+    model_role_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: OpConfig | None = None, context: OpContext | None = None):
         self.config = config if config is not None else self.Config()
@@ -46,6 +56,27 @@ class Operator:
     @classmethod
     def summary(cls) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+    @property
+    def model_roles(self) -> dict[str, str]:
+        """Config field -> model role, for the fields in ``model_role_fields``."""
+        return {f: getattr(self.config, f) for f in self.model_role_fields if getattr(self.config, f, None)}
+
+    @property
+    def uses_models(self) -> bool:
+        return bool(self.model_role_fields)
+
+    def setup(self) -> None:
+        """Open what the operator needs in this process (called once before the first batch)."""
+
+    def teardown(self) -> None:
+        """Release what ``setup`` or lazy loading opened (called after the step, also on failure)."""
+        for key in [k for k in vars(self) if k.startswith("_")]:
+            delattr(self, key)
+
+    def __getstate__(self) -> dict:
+        """Config, context and counters travel; live state (``_`` attributes) is rebuilt in the worker."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
 
 class Mapper(Operator):
@@ -98,12 +129,93 @@ class Selector(Operator):
         raise NotImplementedError
 
 
-class Generator(Operator):
-    kind = "generator"
+# ---- generators -------------------------------------------------------------------------------
 
-    def generate(self, records: list[dict]) -> Iterable[dict]:
-        """New records made from this batch; each carries lineage naming its parents."""
+
+@dataclass
+class Candidate:
+    """A proposed record: its fields (``messages``, optional ``chosen``/``rejected``, ``meta``), the ids
+    it was made from, and method details for its lineage entry (e.g. the evolution applied)."""
+
+    record: dict
+    parents: list[str] = field(default_factory=list)
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class Rejected:
+    """A proposal that failed before it became a record (unparsable answer, rule violated): kept with
+    the reason and the raw text, never dropped."""
+
+    reason: str
+    raw: str = ""
+    record: dict | None = None
+    parents: list[str] = field(default_factory=list)
+
+
+class GeneratorConfig(OpConfig):
+    keep_inputs: bool = True
+    """Pass the step's input records through to its output; false sends them to ``rejected/`` with the
+    reason 'replaced by generated records', so only what the step made flows on."""
+
+
+class Generator(Operator):
+    """Per batch: new records made from each batch of input records."""
+
+    kind = "generator"
+    shape: ClassVar[str] = "batch"
+    Config = GeneratorConfig
+
+    def generate(self, records: list[dict]) -> Iterable[dict | Candidate | Rejected]:
+        """Candidates made from this batch (name their parents in ``Candidate.parents``)."""
         raise NotImplementedError
+
+
+class PoolGeneratorConfig(GeneratorConfig):
+    target: int = Field(default=100, ge=1)
+    """Stop once this many records are accepted."""
+    max_rounds: int = Field(default=10, ge=1)
+    """Stop after this many rounds of proposals, even below the target."""
+    min_acceptance: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Stop when a round accepts less than this share of its proposals (after the first round)."""
+
+
+@dataclass
+class PoolView:
+    """What a pool generator sees in a round: the input pool and everything accepted so far."""
+
+    scan: Callable[[], Iterator[list[dict]]]
+    accepted: list[dict]
+    round: int
+    target: int
+
+    @property
+    def wanted(self) -> int:
+        """How many more records the step still wants."""
+        return max(0, self.target - len(self.accepted))
+
+
+class PoolGenerator(Operator):
+    """Over the whole pool, in rounds: propose -> verify (against the pool and all accepted) -> accept."""
+
+    kind = "generator"
+    shape: ClassVar[str] = "pool"
+    Config = PoolGeneratorConfig
+
+    def propose(self, view: PoolView) -> Iterable[dict | Candidate | Rejected]:
+        """This round's candidates."""
+        raise NotImplementedError
+
+    def verify(self, candidates: list[dict], view: PoolView) -> list[str | None]:
+        """A reject reason per candidate (None accepts it), checked against ``view`` and against the earlier
+        candidates of this round. Candidates are complete records with ids and lineage."""
+        return [None] * len(candidates)
+
+
+class SourceGenerator(PoolGenerator):
+    """A pool generator that needs no input: a recipe may start with it and omit ``input``."""
+
+    shape = "source"
 
 
 KINDS = {"mapper": Mapper, "filter": Filter, "scorer": Scorer, "selector": Selector, "generator": Generator}

@@ -1,6 +1,8 @@
-"""Recipes and executors."""
+"""Recipes, the run's books, and the engines that execute them."""
 
-from dataflywheel.pipeline.executor_local import InvariantError, LocalExecutor, RunError
+from dataflywheel.pipeline.executor_local import LocalEngine, LocalExecutor
 from dataflywheel.pipeline.recipe import Recipe, RecipeError, load_recipe, parse_recipe
+from dataflywheel.pipeline.run import InvariantError, Run, RunError
 
-__all__ = ["InvariantError", "LocalExecutor", "Recipe", "RecipeError", "RunError", "load_recipe", "parse_recipe"]
+__all__ = ["InvariantError", "LocalEngine", "LocalExecutor", "Recipe", "RecipeError", "Run", "RunError",
+           "load_recipe", "parse_recipe"]

@@ -1,276 +1,295 @@
-"""Local executor: reads the input, streams batches through each step, checkpoints every step.
+"""The local engine: moves batches through the steps in this process; the books are the Run's.
 
-A killed run resumes from its last finished step (``resume=True``) and ends with the same output.
+Consecutive record-by-record steps (reading, filters, mappers, scorers) run as one stream: a batch goes
+through all of them without re-reading checkpoints, and each step still writes its own checkpoint and
+sees exactly the batches it would see reading the previous checkpoint (outputs are re-batched to
+``batch_size``), so a resumed run ends byte-identical. Selectors and generators run on their own.
 """
 
 from __future__ import annotations
 
-import platform
-import shutil
 import time
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Iterable, Iterator
 
-from dataflywheel.io import ReadReject, detect_file_type, read_records, write_records
-from dataflywheel.models.cache import CallCache
-from dataflywheel.models.registry import ModelRegistry
-from dataflywheel.ops.base import Filter, Generator, Mapper, OpContext, Operator, Scorer, Selector
+from dataflywheel.errors import FatalError
+from dataflywheel.io import ReadReject
+from dataflywheel.ops.base import Filter, Generator, Mapper, PoolGenerator, PoolView, Scorer, Selector
+from dataflywheel.pipeline.apply import Item, apply_batch, apply_selection, generated_items
 from dataflywheel.pipeline.progress import StepProgress
 from dataflywheel.pipeline.recipe import Recipe
-from dataflywheel.pipeline.run_dir import RunDir, account, iter_checkpoint, record_row, reject_row
-from dataflywheel.records import RecordError, record_id, validate_record
+from dataflywheel.pipeline.run import READ_STEP, Run, RunError, Step
+from dataflywheel.pipeline.run_dir import iter_checkpoint_rows
+from dataflywheel.pipeline.step_writer import StepWriter
+from dataflywheel.records import RecordError
 
-READ_STEP = "read"
+STREAMED = (Filter, Mapper, Scorer)
 
-
-class RunError(RuntimeError):
-    """A run that cannot start or continue; the message says what to do."""
-
-
-class InvariantError(RuntimeError):
-    """Records were lost or duplicated by a step: a bug in an operator."""
+Rows = list[tuple[dict, str, "str | None"]]  # (record, origin, its JSON text when known)
 
 
-def _versions() -> dict:
-    out = {"python": platform.python_version()}
-    for package in ("dataflywheel", "pyarrow", "pydantic", "torch", "transformers"):
+def _stream(path: Path, size: int) -> Iterator[Rows]:
+    import json
+
+    for rows in iter_checkpoint_rows(path, size):
+        yield [(json.loads(r["record"]), r["origin"], r["record"]) for r in rows]
+
+
+class _Stage:
+    """One streamed step: its operator, its books, and the buffer that re-batches its input."""
+
+    def __init__(self, step: Step, writer: StepWriter, advance):
+        self.step, self.writer, self.advance = step, writer, advance
+        self.buffer: Rows = []
+        self.seconds = 0.0
+
+
+class LocalEngine:
+    """Runs a plan in this process, one step (or one stream of record-by-record steps) at a time."""
+
+    name = "local"
+
+    def __init__(self, batch_size: int, progress: StepProgress):
+        self.size = batch_size
+        self.progress = progress
+
+    def run(self, run: Run, plan: list[Step]) -> None:
+        i = 0
+        while i < len(plan):
+            step = plan[i]
+            if step.done:
+                i += 1
+                continue
+            if step.op is None or isinstance(step.op, STREAMED):
+                group = [step]
+                while i + len(group) < len(plan) and isinstance(plan[i + len(group)].op, STREAMED):
+                    group.append(plan[i + len(group)])
+                self._run_stream(run, plan[i - 1] if i else None, group)
+                i += len(group)
+                continue
+            previous = plan[i - 1]
+            step.op.setup()
+            try:
+                if isinstance(step.op, Selector):
+                    self._run_selector(run, previous, step)
+                elif isinstance(step.op, PoolGenerator):
+                    self._run_pool_generator(run, previous, step)
+                elif isinstance(step.op, Generator):
+                    self._run_batch_generator(run, previous, step)
+                else:
+                    raise RunError(f"step {step.name}: {type(step.op).__name__} is not a known operator kind")
+            finally:
+                step.op.teardown()
+            i += 1
+
+    # ---- streamed steps --------------------------------------------------------------------------
+
+    def _run_stream(self, run: Run, previous: Step | None, group: list[Step]) -> None:
+        stages = []
+        with self.progress.many([(s.name, run.step_record(previous.name)["out"] if previous else None)
+                                 for s in group]) as advances:
+            for step, advance in zip(group, advances):
+                stages.append(_Stage(step, run.begin_step(step), advance))
+                if step.op is not None:
+                    step.op.setup()
+            try:
+                source = self._read(run, stages[0]) if group[0].op is None else \
+                    _stream(run.checkpoint_of(previous), self.size)
+                first = 1 if group[0].op is None else 0
+                for rows in source:
+                    self._push(stages, first, rows)
+                for k in range(first, len(stages)):
+                    self._drain(stages, k)
+            finally:
+                for step in group:
+                    if step.op is not None:
+                        step.op.teardown()
+            for stage in stages:
+                run.finish_step(stage.step, stage.writer, stage.seconds)
+
+    def _read(self, run: Run, stage: _Stage) -> Iterator[Rows]:
+        """Reading as the first stage: books every record and unreadable row, yields the records."""
+        started = time.perf_counter()
+        batch: Rows = []
         try:
-            out[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+            for item in run.read_input():
+                if isinstance(item, ReadReject):
+                    stage.writer.unreadable(item.reason, item.source, item.raw)
+                    stage.advance(1)
+                    continue
+                batch.append(item)
+                if len(batch) >= self.size:
+                    yield self._book_read(stage, batch, started)
+                    started, batch = time.perf_counter(), []
+        except (FileNotFoundError, RecordError, ValueError) as err:
+            raise RunError(f"cannot read input {run.recipe.input.path if run.recipe.input else 'data'}: {err}") from err
+        if batch:
+            yield self._book_read(stage, batch, started)
 
+    @staticmethod
+    def _book_read(stage: _Stage, batch: list[dict], started: float) -> Rows:
+        kept = stage.writer.add([Item(r, i) for i, r in enumerate(batch)], batch, [r["id"] for r in batch])
+        stage.advance(len(batch))
+        stage.seconds += time.perf_counter() - started
+        return kept
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    def _push(self, stages: list[_Stage], k: int, rows: Rows) -> None:
+        if k >= len(stages):
+            return
+        stage = stages[k]
+        stage.buffer.extend(rows)
+        while len(stage.buffer) >= self.size:
+            batch, stage.buffer = stage.buffer[:self.size], stage.buffer[self.size:]
+            self._process(stages, k, batch)
+
+    def _drain(self, stages: list[_Stage], k: int) -> None:
+        stage = stages[k]
+        if stage.buffer:
+            batch, stage.buffer = stage.buffer, []
+            self._process(stages, k, batch)
+
+    def _process(self, stages: list[_Stage], k: int, rows: Rows) -> None:
+        stage = stages[k]
+        started = time.perf_counter()
+        records = [r for r, _, _ in rows]
+        items = apply_batch(stage.step.op, stage.step.name, records)
+        kept = stage.writer.add(items, records, [o for _, o, _ in rows], [t for _, _, t in rows])
+        stage.seconds += time.perf_counter() - started
+        stage.advance(len(rows))
+        self._push(stages, k + 1, kept)
+
+    # ---- whole-dataset steps ---------------------------------------------------------------------
+
+    def _run_selector(self, run: Run, previous: Step, step: Step) -> None:
+        source = run.checkpoint_of(previous)
+
+        def scan() -> Iterator[list[dict]]:
+            return ([r for r, _, _ in rows] for rows in _stream(source, self.size))
+
+        writer = run.begin_step(step)
+        with self.progress.step(step.name, run.step_record(previous.name)["out"]) as advance:
+            try:
+                selection = step.op.select(scan)
+            except FatalError:
+                raise
+            except Exception as err:  # noqa: BLE001 - a selector decides over all records: it cannot fail one alone
+                raise RunError(f"step {step.name} ({step.op.name}) failed: {type(err).__name__}: {err}") from err
+            offset = 0
+            for rows in _stream(source, self.size):
+                records = [r for r, _, _ in rows]
+                writer.add(apply_selection(selection, records, offset), records, [o for _, o, _ in rows],
+                           [t for _, _, t in rows])
+                offset += len(rows)
+                advance(len(rows))
+        run.finish_step(step, writer)
+
+    def _run_batch_generator(self, run: Run, previous: Step, step: Step) -> None:
+        """Per input batch: inputs and generated records, each batch a committed part (resumable)."""
+        writer = run.begin_step(step, parts=True)
+        done = len(writer.states)
+        with self.progress.step(step.name, run.step_record(previous.name)["out"]) as advance:
+            for number, rows in enumerate(_stream(run.checkpoint_of(previous), self.size)):
+                if number < done:
+                    advance(len(rows))
+                    continue
+                records = [r for r, _, _ in rows]
+                writer.add(apply_batch(step.op, step.name, records), records, [o for _, o, _ in rows],
+                           [t for _, _, t in rows])
+                writer.commit_part({"batch": number})
+                advance(len(rows))
+        run.finish_step(step, writer)
+
+    def _run_pool_generator(self, run: Run, previous: Step, step: Step) -> None:
+        """Rounds of propose -> verify -> accept until the target, the round limit or a collapse."""
+        op, cfg = step.op, step.op.config
+        source = run.checkpoint_of(previous)
+
+        def scan() -> Iterator[list[dict]]:
+            return ([r for r, _, _ in rows] for rows in _stream(source, self.size))
+
+        writer = run.begin_step(step, parts=True)
+        if not writer.states:  # part 0: the inputs, passed on or replaced
+            for rows in _stream(source, self.size):
+                records = [r for r, _, _ in rows]
+                items = [Item(r, i) if cfg.keep_inputs else
+                         Item(r, i, f"replaced by generated records (step {step.name}: keep_inputs false)")
+                         for i, r in enumerate(records)]
+                writer.add(items, records, [o for _, o, _ in rows], [t for _, _, t in rows])
+            writer.commit_part({"inputs": True})
+        accepted = writer.part_records(first=1)  # part 0 holds the inputs
+        known = {r["id"] for batch in scan() for r in batch} | {r["id"] for r in accepted}
+        round_ = len(writer.states) - 1
+        with self.progress.step(step.name, cfg.target) as advance:
+            advance(len(accepted))
+            while round_ < cfg.max_rounds and len(accepted) < cfg.target:
+                view = PoolView(scan=scan, accepted=list(accepted), round=round_, target=cfg.target)
+                items = self._one_round(op, step, view, known)
+                fresh = [i.record for i in items if i.reason is None]
+                accepted.extend(fresh)
+                writer.add(items)
+                writer.commit_part({"round": round_, "proposed": len(items), "accepted": len(fresh)})
+                advance(len(fresh))
+                round_ += 1
+                if not items:
+                    op.counters["rounds that proposed nothing (stopped)"] += 1
+                    break
+                if round_ > 1 and len(fresh) < cfg.min_acceptance * len(items):
+                    op.counters[f"stopped: acceptance {len(fresh)}/{len(items)} below {cfg.min_acceptance}"] += 1
+                    break
+        if len(accepted) < cfg.target:
+            op.counters[f"target {cfg.target} not reached: {len(accepted)} accepted in {round_} rounds"] += 1
+        run.finish_step(step, writer)
+
+    @staticmethod
+    def _one_round(op: PoolGenerator, step: Step, view: PoolView, known: set[str]) -> list[Item]:
+        try:
+            proposals = list(op.propose(view))
+        except FatalError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a failed round is an error row; the next round may succeed
+            return [Item(None, None, f"error in {op.name} (round {view.round}): {type(err).__name__}: {err}",
+                         error=True)]
+        items = generated_items(op, step.name, proposals, view.round)
+        fresh = [i for i in items if i.reason is None]
+        for item in fresh:
+            if item.record["id"] in known:
+                item.reason = "exact duplicate of a record in the pool or already accepted"
+            known.add(item.record["id"])
+        candidates = [i for i in fresh if i.reason is None]
+        try:
+            reasons = op.verify([i.record for i in candidates], view)
+        except FatalError:
+            raise
+        except Exception as err:  # noqa: BLE001 - every candidate of the round is rejected with the cause
+            reasons = [f"verification failed: {type(err).__name__}: {err}"] * len(candidates)
+        room = view.wanted
+        for item, reason in zip(candidates, reasons, strict=True):
+            if reason is None and room <= 0:
+                reason = f"target of {view.target} already reached"
+            item.reason = reason
+            room -= int(reason is None)
+        return items
 
 
 class LocalExecutor:
-    """Runs a validated recipe in this process."""
+    """Runs a validated recipe in this process: a Run keeps the books, the LocalEngine moves the batches."""
 
-    def __init__(self, recipe: Recipe, run_dir: str | Path | None = None, *, quiet: bool = False):
+    def __init__(self, recipe: Recipe, run_dir: str | Path | None = None, *, quiet: bool = False,
+                 data: Iterable[dict] | Any | None = None):
         self.recipe = recipe
-        self.run = RunDir(run_dir or recipe.output.dir)
+        self.books = Run(recipe, run_dir, quiet=quiet, data=data)
+        self.run_dir = self.books.dir
         self.quiet = quiet
-        cache = None if recipe.cache == "off" else CallCache(recipe.cache)
-        self.models = ModelRegistry(recipe.models, cache, quiet)
-        self.context = OpContext(seed=recipe.seed, models=self.models, quiet=quiet)
 
-    # ---- run control ----------------------------------------------------------------------------
-
-    def _start_manifest(self, resume: bool, force: bool) -> dict:
-        existing = self.run.read_manifest()
-        if existing and resume:
-            if existing["fingerprint"] != self.recipe.fingerprint():
-                raise RunError(f"{self.run.root} holds a run of a different recipe; resume needs the same recipe "
-                               "(or run without --resume into a new --output)")
-            self.run.clear_partial()
-            existing["status"] = "running"
-            existing["resumed"] = existing.get("resumed", 0) + 1
-            return existing
-        if existing and not force:
-            raise RunError(f"{self.run.root} already holds a run; pass --resume to continue it, --force to start "
-                           "over, or --output for a new directory")
-        if self.run.root.exists() and force:
-            for sub in (self.run.checkpoints, self.run.rejected):
-                shutil.rmtree(sub, ignore_errors=True)
-        return {"dataflywheel": _versions().get("dataflywheel"), "status": "running", "started": _now(),
-                "fingerprint": self.recipe.fingerprint(), "recipe": self.recipe.model_dump(),
-                "seed": self.recipe.seed, "versions": _versions(), "steps": []}
-
-    def execute(self, *, resume: bool = False, force: bool = False) -> dict:
+    def execute(self, *, resume: bool = False, force: bool = False, report: bool = True) -> dict:
         """Run every step not yet finished; return the manifest."""
-        if not Path(self.recipe.input.path).exists():
-            raise RunError(f"input not found: {self.recipe.input.path} (relative paths resolve against {Path.cwd()})")
-        manifest = self._start_manifest(resume, force)
-        self.run.write_manifest(manifest)
-        done = {s["name"] for s in manifest["steps"] if s["status"] == "done"}
-        operators = self.recipe.build_operators(self.context)
-        with StepProgress(quiet=self.quiet) as progress:
-            if READ_STEP not in done:
-                self._finish_step(manifest, self._read_input(progress))
-            previous = manifest["steps"][0]
-            for index, (spec, op) in enumerate(zip(self.recipe.steps, operators), start=1):
-                if spec.name not in done:
-                    self._finish_step(manifest, self._run_step(index, spec.name, op, previous, progress))
-                previous = next(s for s in manifest["steps"] if s["name"] == spec.name)
-        self._write_output(manifest)
-        return manifest
-
-    def _finish_step(self, manifest: dict, step: dict) -> None:
-        manifest["steps"] = [s for s in manifest["steps"] if s["name"] != step["name"]] + [step]
-        self.run.write_manifest(manifest)
-
-    # ---- steps ----------------------------------------------------------------------------------
-
-    def _read_input(self, progress: StepProgress) -> dict:
-        spec = self.recipe.input
-        started = time.perf_counter()
-        records = self.run.record_sink(0, READ_STEP)
-        rejects = self.run.reject_sink(0, READ_STEP)
-        fmt = None if spec.format == "auto" else spec.format
-        file_type = None if spec.file_type == "auto" else spec.file_type
+        plan = self.books.start(resume=resume, force=force)
         try:
-            items = read_records(spec.path, fmt, file_type)
-            with progress.step(READ_STEP, total=None) as advance:
-                for item in items:
-                    if isinstance(item, ReadReject):
-                        rejects.add(reject_row(READ_STEP, item.reason, source=item.source, raw=item.raw))
-                    else:
-                        records.add(record_row(item))
-                    advance(1)
-        except (FileNotFoundError, RecordError, ValueError) as err:
-            raise RunError(f"cannot read input {spec.path}: {err}") from err
-        records.commit()
-        rejects.commit()
-        return {"name": READ_STEP, "op": "read", "kind": "reader", "status": "done", "in": records.count + rejects.count,
-                "out": records.count, "rejected": rejects.count, "generated": 0,
-                "seconds": round(time.perf_counter() - started, 3), "checkpoint": str(self.run.checkpoint(0, READ_STEP))}
-
-    def _run_step(self, index: int, name: str, op: Operator, previous: dict, progress: StepProgress) -> dict:
-        source = Path(previous["checkpoint"])
-        size = self.recipe.batch_size
-
-        def scan() -> Iterator[list[dict]]:
-            return iter_checkpoint(source, size)
-
-        started = time.perf_counter()
-        usage_before = self.models.usage()
-        out = self.run.record_sink(index, name)
-        rejects = self.run.reject_sink(index, name)
-        counts = {"in": 0, "generated": 0}
-        with progress.step(name, total=previous["out"]) as advance:
-            if isinstance(op, Selector):
-                self._apply_selection(op, scan, name, out, rejects, counts, advance)
-            else:
-                for batch in scan():
-                    counts["in"] += len(batch)
-                    self._apply_batch(op, name, batch, out, rejects, counts)
-                    advance(len(batch))
-        if counts["in"] + counts["generated"] != out.count + rejects.count:
-            raise InvariantError(f"step {name} ({op.name}): {counts['in']} in + {counts['generated']} generated != "
-                                 f"{out.count} out + {rejects.count} rejected")
-        out.commit()
-        rejects.commit()
-        return {"name": name, "op": op.name, "kind": op.kind, "status": "done", "in": counts["in"], "out": out.count,
-                "rejected": rejects.count, "generated": counts["generated"],
-                "seconds": round(time.perf_counter() - started, 3), "checkpoint": str(self.run.checkpoint(index, name)),
-                "models": _usage_delta(usage_before, self.models.usage()), "warnings": dict(op.counters)}
-
-    def _apply_selection(self, op: Selector, scan: Callable, name: str, out, rejects, counts, advance) -> None:
-        selection = op.select(scan)
-        position = 0
-        for batch in scan():
-            for record in batch:
-                note, scores = selection.meta.get(position), selection.scores.get(position)
-                if note:
-                    record = {**record, "meta": {**record["meta"], **note}}
-                if scores:
-                    record = {**record, "scores": {**record["scores"], **scores}}
-                reason = selection.rejected.get(position)
-                if reason is None:
-                    out.add(record_row(record))
-                else:
-                    rejects.add(reject_row(name, reason, record=record))
-                position += 1
-            counts["in"] += len(batch)
-            advance(len(batch))
-
-    def _apply_batch(self, op: Operator, name: str, batch: list[dict], out, rejects, counts) -> None:
-        if isinstance(op, Filter):
-            for record, reason in zip(batch, _per_record(op.reject_reasons, op.reject_reason, batch)):
-                if isinstance(reason, Exception):
-                    rejects.add(reject_row(name, f"error in {op.name}: {type(reason).__name__}: {reason}", record=record))
-                elif reason is None:
-                    out.add(record_row(record))
-                else:
-                    rejects.add(reject_row(name, reason, record=record))
-        elif isinstance(op, Mapper):
-            for record, mapped in zip(batch, _per_record(op.map_batch, op.map, batch)):
-                if isinstance(mapped, Exception):
-                    rejects.add(reject_row(name, f"error in {op.name}: {type(mapped).__name__}: {mapped}", record=record))
-                    continue
-                try:
-                    out.add(record_row(_with_lineage(record, mapped, op, name)))
-                except RecordError as err:
-                    rejects.add(reject_row(name, f"{op.name} produced an invalid record: {err}", record=record))
-        elif isinstance(op, Scorer):
-            values = op.score_batch(batch)
-            if len(values) != len(batch):
-                raise InvariantError(f"step {name}: {op.name} returned {len(values)} scores for {len(batch)} records")
-            for record, value in zip(batch, values):
-                named = value if isinstance(value, dict) else {op.score_name: value}
-                named = {k: float("nan") if v is None else float(v) for k, v in named.items()}
-                out.add(record_row({**record, "scores": {**record["scores"], **named}}))
-        elif isinstance(op, Generator):
-            for record in batch:
-                out.add(record_row(record))
-            for new in op.generate(batch):
-                validate_record({k: v for k, v in new.items() if k != "id"})
-                new["id"] = record_id(new)
-                out.add(record_row(new))
-                counts["generated"] += 1
-        else:
-            raise RunError(f"step {name}: {type(op).__name__} is not a known operator kind")
-
-    def _write_output(self, manifest: dict) -> None:
-        last = Path(manifest["steps"][-1]["checkpoint"])
-        unaccounted = account(self.run, last, self.run.checkpoint(0, READ_STEP))
-        if unaccounted:
-            raise InvariantError(f"{sum(unaccounted.values())} input records are not in the output or the rejects "
-                                 f"exactly once (e.g. {next(iter(unaccounted))})")
-        spec = self.recipe.output
-        target = self.run.root / spec.file
-        tmp = target.with_name(target.name + ".tmp")
-        records = (r for batch in iter_checkpoint(last, 1024) for r in batch)
-        count = write_records(records, tmp, spec.format, detect_file_type(target), with_meta=spec.with_meta,
-                              with_id=spec.with_id, with_scores=spec.with_scores)
-        tmp.replace(target)
-        manifest.update(status="finished", finished=_now(), output={"path": str(target), "count": count},
-                        models=self.models.usage(),
-                        totals={"read": manifest["steps"][0]["in"], "output": count,
-                                "rejected": sum(s["rejected"] for s in manifest["steps"]),
-                                "generated": sum(s["generated"] for s in manifest["steps"])})
-        self.run.write_manifest(manifest)
-        from dataflywheel.report import write_run_report
-
-        manifest["report"] = str(write_run_report(self.run.root))
-        self.run.write_manifest(manifest)
-
-
-def _usage_delta(before: dict, after: dict) -> dict:
-    """Model usage of one step: per model, the counters' growth during the step."""
-    delta = {}
-    for model, counters in after.items():
-        start = before.get(model, {})
-        grown = {k: round(v - start.get(k, 0), 3) for k, v in counters.items()}
-        if any(grown.values()):
-            delta[model] = grown
-    return delta
-
-
-def _per_record(batch_fn: Callable, one_fn: Callable, batch: list[dict]) -> list:
-    """Results of ``batch_fn``; if it raises, retry one by one so only the bad records fail."""
-    try:
-        return batch_fn(batch)
-    except Exception:  # noqa: BLE001 - isolate the failing record, keep the rest
-        results = []
-        for record in batch:
-            try:
-                results.append(one_fn(record))
-            except Exception as err:  # noqa: BLE001
-                results.append(err)
-        return results
-
-
-def _with_lineage(before: dict, after: dict, op: Operator, step: str) -> dict:
-    after = {**after, "id": before["id"]}
-    validate_record({k: v for k, v in after.items() if k != "id"})
-    new_id = record_id(after)
-    if new_id == before["id"]:
-        return after
-    entry = {"op": op.name, "step": step, "kind": "mapper", "parents": [before["id"]]}
-    return {**after, "id": new_id, "lineage": list(after.get("lineage", [])) + [entry]}
-
+            with StepProgress(quiet=self.quiet) as progress:
+                LocalEngine(self.recipe.batch_size, progress).run(self.books, plan)
+            return self.books.finish(plan, report=report)
+        except BaseException as err:
+            self.books.fail(err)
+            raise
+        finally:
+            self.books.close()

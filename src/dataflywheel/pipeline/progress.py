@@ -28,6 +28,17 @@ class StepProgress:
             self._progress.stop()
 
     @contextmanager
+    def many(self, steps: list[tuple[str, int | None]]) -> Iterator[list[Callable[[int], None]]]:
+        """Bars for steps that advance together (a stream of record-by-record steps)."""
+        if self._progress is None:
+            yield [lambda n: None for _ in steps]
+            return
+        tasks = [self._progress.add_task(name, total=total) for name, total in steps]
+        yield [lambda n, t=t: self._progress.advance(t, n) for t in tasks]
+        for task in tasks:
+            self._progress.update(task, total=self._progress.tasks[task].completed)
+
+    @contextmanager
     def step(self, name: str, total: int | None) -> Iterator[Callable[[int], None]]:
         if self._progress is None:
             yield lambda n: None

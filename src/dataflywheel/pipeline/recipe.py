@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dataflywheel.io import FILE_TYPES, FORMATS
+from dataflywheel.io.files import detect_file_type_for_writing
+from dataflywheel.records import RecordError
 from dataflywheel.models.registry import ModelSpec
 from dataflywheel.ops.base import Operator
 from dataflywheel.ops.registry import get_operator, load_plugins
@@ -37,10 +39,31 @@ class InputSpec(_Strict):
 class OutputSpec(_Strict):
     dir: str = "runs/run"
     file: str = "output.jsonl"
+    """Output file in the run directory; its suffix picks the container (.jsonl[.gz], .json, .parquet, .csv;
+    no suffix: a Hugging Face dataset directory)."""
     format: Literal[("auto",) + FORMATS] = "auto"
     with_scores: bool = True
     with_meta: bool = True
     with_id: bool = True
+    with_lineage: bool = True
+    for_training: bool = False
+    """Write only what trainers read: no id, scores, lineage or meta (overrides the with_* switches)."""
+
+    @field_validator("file")
+    @classmethod
+    def _known_container(cls, value: str) -> str:
+        try:
+            detect_file_type_for_writing(Path(value))
+        except RecordError as err:
+            raise ValueError(str(err)) from err
+        return value
+
+    def write_options(self) -> dict:
+        """Keyword arguments of ``write_records``: what each output row carries besides the text."""
+        if self.for_training:
+            return {"with_meta": False, "with_id": False, "with_scores": False, "with_lineage": False}
+        return {"with_meta": self.with_meta, "with_id": self.with_id, "with_scores": self.with_scores,
+                "with_lineage": self.with_lineage}
 
 
 class StepSpec(_Strict):
@@ -50,7 +73,8 @@ class StepSpec(_Strict):
 
 
 class Recipe(_Strict):
-    input: InputSpec
+    input: InputSpec | None = None
+    """What to read; may be omitted when the first step is a source generator (or data is given from Python)."""
     output: OutputSpec = Field(default_factory=OutputSpec)
     plugins: list[str] = Field(default_factory=list)
     seed: int = 0
@@ -58,6 +82,11 @@ class Recipe(_Strict):
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     cache: str | None = None
     """Model-call cache file (default: the user cache, ~/.cache/dataflywheel/calls.sqlite); 'off' disables it."""
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
     steps: list[StepSpec] = Field(default_factory=list)
 
     def fingerprint(self) -> str:
@@ -111,8 +140,14 @@ def _parse_steps(raw_steps: Any, problems: list[str]) -> list[dict]:
     return steps
 
 
-def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
-    """Validate a recipe mapping; raise RecipeError listing every problem."""
+def _starts_with_source(recipe: Recipe) -> bool:
+    return bool(recipe.steps) and getattr(get_operator(recipe.steps[0].op), "shape", None) == "source"
+
+
+def parse_recipe(data: Any, source: str = "recipe", *, allow_no_input: bool = False) -> Recipe:
+    """Validate a recipe mapping; raise RecipeError listing every problem.
+
+    ``allow_no_input``: the records come from Python (``dataflywheel.run(recipe, data)``)."""
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe must be a mapping with input, output and steps")
     problems: list[str] = []
@@ -127,6 +162,9 @@ def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
     except ValidationError as err:
         problems.extend(f"recipe: {msg}" for msg in _field_errors(err))
         recipe = None
+    if recipe is not None and recipe.input is None and not allow_no_input and not _starts_with_source(recipe):
+        problems.append("recipe: 'input' is missing (only a recipe whose first step is a source generator, "
+                        "such as one that needs no data, may omit it)")
     if problems:
         raise RecipeError(f"{source}: " + ("\n  ".join([""] + problems) if len(problems) > 1 else problems[0]))
     return recipe

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Iterator
@@ -13,10 +14,16 @@ import pyarrow.parquet as pq
 
 from dataflywheel.records import dumps
 
-CHECKPOINT_SCHEMA = pa.schema([("id", pa.string()), ("record", pa.string())])
+# ``origin``: the id a record had when it entered this run (read or generated): what the invariant counts.
+CHECKPOINT_SCHEMA = pa.schema([("id", pa.string()), ("origin", pa.string()), ("record", pa.string())])
 REJECT_SCHEMA = pa.schema([("step", pa.string()), ("reason", pa.string()), ("source", pa.string()),
-                           ("id", pa.string()), ("record", pa.string()), ("raw", pa.string())])
+                           ("id", pa.string()), ("origin", pa.string()), ("record", pa.string()),
+                           ("raw", pa.string()), ("error", pa.bool_())])
 _ROW_GROUP = 4096
+
+
+class InvariantError(RuntimeError):
+    """Records were lost or duplicated by a step: a bug in an operator or an engine."""
 
 
 class ParquetSink:
@@ -62,6 +69,10 @@ class RunDir:
     def rejects(self, index: int, name: str) -> Path:
         return self.rejected / f"{index:02d}-{name}.parquet"
 
+    def parts(self, index: int, name: str) -> Path:
+        """Where a generator step checkpoints what it accepted so far, one committed part per batch or round."""
+        return self.checkpoints / f"{index:02d}-{name}.parts"
+
     def record_sink(self, index: int, name: str) -> ParquetSink:
         return ParquetSink(self.checkpoint(index, name), CHECKPOINT_SCHEMA)
 
@@ -80,29 +91,37 @@ class RunDir:
         os.replace(tmp, self.manifest_path)
 
     def clear_partial(self) -> None:
-        """Remove half-written files left by a killed run."""
-        for folder in (self.checkpoints, self.rejected, self.root):
+        """Remove half-written files left by a killed run (committed generator parts stay)."""
+        for folder in (self.checkpoints, self.rejected, self.root, *self.checkpoints.glob("*.parts")):
             if folder.exists():
                 for tmp in folder.glob("*.tmp"):
-                    tmp.unlink()
+                    shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
 
 
-def record_row(record: dict) -> dict:
-    return {"id": record["id"], "record": dumps(record)}
+def record_row(record: dict, origin: str, text: str | None = None) -> dict:
+    """A checkpoint row; ``text`` is the record's JSON when the caller already has it."""
+    return {"id": record["id"], "origin": origin, "record": text if text is not None else dumps(record)}
 
 
-def reject_row(step: str, reason: str, *, record: dict | None = None, source: str = "", raw: str = "") -> dict:
+def reject_row(step: str, reason: str, *, record: dict | None = None, origin: str | None = None,
+               source: str = "", raw: str = "", error: bool = False) -> dict:
     if record is not None and not source:
         source = str(record.get("meta", {}).get("source", ""))
     return {"step": step, "reason": reason, "source": source, "id": record["id"] if record else None,
-            "record": dumps(record) if record else None, "raw": raw}
+            "origin": origin, "record": dumps(record) if record else None, "raw": raw, "error": error}
 
 
 def iter_checkpoint(path: Path, batch_size: int = 256) -> Iterator[list[dict]]:
     """Stream the records of a checkpoint in batches."""
+    for rows in iter_checkpoint_rows(path, batch_size):
+        yield [json.loads(row["record"]) for row in rows]
+
+
+def iter_checkpoint_rows(path: Path, batch_size: int = 256) -> Iterator[list[dict]]:
+    """Stream the raw rows (id, origin, record JSON) of a checkpoint in batches."""
     parquet = pq.ParquetFile(path)
-    for batch in parquet.iter_batches(batch_size=batch_size, columns=["record"]):
-        yield [json.loads(text) for text in batch.column(0).to_pylist()]
+    for batch in parquet.iter_batches(batch_size=batch_size):
+        yield batch.to_pylist()
 
 
 def iter_rejects(run: RunDir) -> Iterator[dict]:
@@ -111,25 +130,22 @@ def iter_rejects(run: RunDir) -> Iterator[dict]:
         yield from pq.read_table(path).to_pylist()
 
 
-def root_id(record: dict) -> str | None:
-    """The input id a record descends from through mappers; None for generated records."""
-    lineage = record.get("lineage") or []
-    if not lineage:
-        return record["id"]
-    first = lineage[0]
-    return first["parents"][0] if first.get("kind") == "mapper" else None
-
-
-def account(run: RunDir, final_checkpoint: Path, input_checkpoint: Path) -> Counter:
-    """Input ids not accounted for exactly once by the output and the rejects (empty when the invariant holds)."""
-    expected = Counter(row["id"] for row in pq.read_table(input_checkpoint, columns=["id"]).to_pylist())
-    seen: Counter = Counter()
-    for batch in iter_checkpoint(final_checkpoint, 4096):
-        seen.update(r for r in (root_id(rec) for rec in batch) if r is not None)
-    for row in iter_rejects(run):
-        if row["record"] is not None:
-            root = root_id(json.loads(row["record"]))
-            if root is not None:
-                seen[root] += 1
-    missing, extra = expected - seen, seen - expected
-    return missing + extra
+def account(run: RunDir, final_checkpoint: Path, input_checkpoint: Path, generated: int) -> list[str]:
+    """Problems with the invariant: every record read or generated is in the output or in the rejects,
+    exactly once (by the id it entered the run with). Empty when it holds."""
+    expected = Counter(pq.read_table(input_checkpoint, columns=["id"]).column(0).to_pylist())
+    seen: Counter = Counter(pq.read_table(final_checkpoint, columns=["origin"]).column(0).to_pylist())
+    for path in sorted(run.rejected.glob("*.parquet")):
+        seen.update(o for o in pq.read_table(path, columns=["origin"]).column(0).to_pylist() if o is not None)
+    made = Counter({origin: n for origin, n in seen.items() if origin not in expected})
+    problems = []
+    missing, extra = expected - seen, Counter({o: n for o, n in seen.items() if o in expected}) - expected
+    if missing:
+        problems.append(f"{sum(missing.values())} input records are in neither the output nor the rejects "
+                        f"(e.g. {next(iter(missing))})")
+    if extra:
+        problems.append(f"{sum(extra.values())} input records are there more than once (e.g. {next(iter(extra))})")
+    if sum(made.values()) != generated or any(n > 1 for n in made.values()):
+        problems.append(f"{generated} records were generated, but {len(made)} distinct generated records are in "
+                        f"the output and rejects ({sum(made.values())} rows)")
+    return problems

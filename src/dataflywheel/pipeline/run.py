@@ -1,0 +1,216 @@
+"""A run's books: the manifest, each step's counts and model usage, the invariant, the output and the report.
+
+Engines move batches; everything that must be the same whichever engine ran the steps is here.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from dataflywheel.errors import FatalError
+from dataflywheel.io import ReadReject, read_records, read_rows, write_records
+from dataflywheel.io.files import detect_file_type_for_writing
+from dataflywheel.models.cache import CallCache
+from dataflywheel.models.registry import ModelRegistry
+from dataflywheel.ops.base import OpContext, Operator
+from dataflywheel.pipeline.recipe import Recipe
+from dataflywheel.pipeline.run_dir import InvariantError, RunDir, account, iter_checkpoint
+from dataflywheel.pipeline.step_writer import StepWriter
+
+READ_STEP = "read"
+
+__all__ = ["READ_STEP", "InvariantError", "Run", "RunError", "Step"]
+
+
+class RunError(RuntimeError):
+    """A run that cannot start or continue; the message says what to do."""
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for package in ("dataflywheel", "pyarrow", "pydantic", "torch", "transformers"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Step:
+    """One step of the plan: position (0 = reading the input), name, operator (None for reading)."""
+
+    index: int
+    name: str
+    op: Operator | None
+    done: bool
+
+
+class Run:
+    """The books of one run of a recipe in a run directory.
+
+    ``data`` (rows or a ``datasets.Dataset``) replaces the recipe's ``input`` for runs from Python."""
+
+    def __init__(self, recipe: Recipe, root: str | Path | None = None, *, quiet: bool = False,
+                 data: Iterable[dict] | Any | None = None):
+        self.recipe = recipe
+        self.dir = RunDir(root or recipe.output.dir)
+        self.quiet = quiet
+        self.data = data
+        cache = None if recipe.cache == "off" else CallCache(recipe.cache)
+        self.models = ModelRegistry(recipe.models, cache, quiet)
+        self.context = OpContext(seed=recipe.seed, models=self.models, quiet=quiet)
+        self.manifest: dict = {}
+        self._usage_before: dict = {}
+        self._started = 0.0
+
+    # ---- start -----------------------------------------------------------------------------------
+
+    def start(self, *, resume: bool = False, force: bool = False) -> list[Step]:
+        """Open (or reopen) the run; return the plan, finished steps marked done."""
+        spec = self.recipe.input
+        if self.data is None and spec is not None and not Path(spec.path).exists():
+            raise RunError(f"input not found: {spec.path} (relative paths resolve against {Path.cwd()})")
+        if self.dir.root.exists() and not self.dir.root.is_dir():
+            raise RunError(f"the run directory {self.dir.root} is a file; choose another --output")
+        existing = self.dir.read_manifest()
+        if existing and resume:
+            if existing["fingerprint"] != self.recipe.fingerprint():
+                raise RunError(f"{self.dir.root} holds a run of a different recipe; resume needs the same recipe "
+                               "(or run without --resume into a new --output)")
+            self.dir.clear_partial()
+            existing.update(status="running", resumed=existing.get("resumed", 0) + 1)
+            existing.pop("error", None)
+            self.manifest = existing
+        elif existing and not force and existing.get("status") != "failed":
+            raise RunError(f"{self.dir.root} already holds a run; pass --resume to continue it, --force to start "
+                           "over, or --output for a new directory")
+        else:
+            for sub in (self.dir.checkpoints, self.dir.rejected):
+                shutil.rmtree(sub, ignore_errors=True)
+            self.manifest = {"dataflywheel": _versions().get("dataflywheel"), "status": "running", "started": _now(),
+                             "fingerprint": self.recipe.fingerprint(), "recipe": self.recipe.model_dump(),
+                             "seed": self.recipe.seed, "versions": _versions(), "steps": []}
+        try:
+            self.dir.write_manifest(self.manifest)
+        except OSError as err:
+            raise RunError(f"cannot write to the run directory {self.dir.root}: {err.strerror or err}") from err
+        done = {s["name"] for s in self.manifest["steps"] if s["status"] == "done"}
+        operators = self.recipe.build_operators(self.context)
+        return [Step(0, READ_STEP, None, READ_STEP in done)] + [
+            Step(i, spec.name, op, spec.name in done)
+            for i, (spec, op) in enumerate(zip(self.recipe.steps, operators), start=1)]
+
+    # ---- input and checkpoints -------------------------------------------------------------------
+
+    def read_input(self) -> Iterator[dict | ReadReject]:
+        """Records and unreadable rows of the input (nothing when the recipe starts with a source)."""
+        if self.data is not None:
+            return read_rows(self.data)
+        spec = self.recipe.input
+        if spec is None:
+            return iter(())
+        fmt = None if spec.format == "auto" else spec.format
+        file_type = None if spec.file_type == "auto" else spec.file_type
+        return read_records(spec.path, fmt, file_type)
+
+    def checkpoint_of(self, step: Step) -> Path:
+        return self.dir.checkpoint(step.index, step.name)
+
+    def step_record(self, name: str) -> dict:
+        return next(s for s in self.manifest["steps"] if s["name"] == name)
+
+    # ---- steps -----------------------------------------------------------------------------------
+
+    def begin_step(self, step: Step, *, parts: bool = False) -> StepWriter:
+        self._usage_before[step.name] = self.models.usage()
+        self._started = time.perf_counter()
+        return StepWriter(self.dir, step.index, step.name, parts=parts)
+
+    def finish_step(self, step: Step, writer: StepWriter, seconds: float | None = None) -> dict:
+        """Commit the step's files and record it in the manifest."""
+        counts = writer.commit()
+        op = step.op
+        record = {"name": step.name, "op": op.name if op else "read", "kind": op.kind if op else "reader",
+                  "status": "done", **counts,
+                  "seconds": round(seconds if seconds is not None else time.perf_counter() - self._started, 3),
+                  "checkpoint": str(self.checkpoint_of(step))}
+        if op is not None:
+            record["models"] = _usage_delta(self._usage_before.pop(step.name, {}), self.models.usage())
+            record["warnings"] = dict(op.counters)
+        self.manifest["steps"] = [s for s in self.manifest["steps"] if s["name"] != step.name] + [record]
+        self.dir.write_manifest(self.manifest)
+        return record
+
+    # ---- end -------------------------------------------------------------------------------------
+
+    def fail(self, err: BaseException) -> None:
+        """Record why the run stopped; ``--resume`` continues it (a plain re-run starts over)."""
+        if not self.manifest:
+            return
+        stopped = isinstance(err, (FatalError, KeyboardInterrupt))
+        self.manifest.update(status="stopped" if stopped else "failed", error=f"{type(err).__name__}: {err}",
+                             ended=_now(), models=self.models.usage())
+        try:
+            self.dir.write_manifest(self.manifest)
+        except OSError:
+            pass  # the original error is what the user must see
+
+    def finish(self, plan: list[Step], *, report: bool = True) -> dict:
+        """Check the invariant, write the output and the report; return the manifest."""
+        last = self.checkpoint_of(plan[-1])
+        generated = sum(s.get("generated", 0) for s in self.manifest["steps"])
+        problems = account(self.dir, last, self.checkpoint_of(plan[0]), generated)
+        if problems:
+            raise InvariantError("; ".join(problems))
+        spec = self.recipe.output
+        target = self.dir.root / spec.file
+        file_type = detect_file_type_for_writing(target)
+        tmp = target.with_name(".tmp-" + target.name)
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        records = (r for batch in iter_checkpoint(last, 1024) for r in batch)
+        count = write_records(records, tmp, spec.format, file_type, **spec.write_options())
+        if target.is_dir():
+            shutil.rmtree(target)
+        tmp.replace(target)
+        steps = self.manifest["steps"]
+        self.manifest.update(status="finished", finished=_now(), output={"path": str(target), "count": count},
+                             models=self.models.usage(),
+                             totals={"read": steps[0]["in"], "output": count,
+                                     "rejected": sum(s["rejected"] for s in steps),
+                                     "generated": sum(s.get("generated", 0) for s in steps),
+                                     "errors": sum(s.get("errors", 0) for s in steps)})
+        self.dir.write_manifest(self.manifest)
+        if report:
+            from dataflywheel.report import write_run_report
+
+            self.manifest["report"] = str(write_run_report(self.dir.root))
+            self.dir.write_manifest(self.manifest)
+        return self.manifest
+
+    def close(self) -> None:
+        close = getattr(self.models, "close", None)
+        if close is not None:
+            close()
+
+
+def _usage_delta(before: dict, after: dict) -> dict:
+    """Model usage of one step: per model, the growth of its numeric counters during the step."""
+    delta = {}
+    for model, counters in after.items():
+        start = before.get(model, {})
+        grown = {k: round(v - start.get(k, 0), 3) for k, v in counters.items() if isinstance(v, (int, float))}
+        if any(grown.values()):
+            delta[model] = grown
+    return delta

@@ -1,0 +1,158 @@
+"""The books of one step: its checkpoint, its rejects and its counts, written as batches are decided.
+
+Every item an operator returns is booked here: kept records go to the step's checkpoint, rejects to
+``rejected/`` with their reason, and each row carries the record's *origin* (the id it entered the run
+with) so the run can prove that nothing was lost. Generator steps write committed *parts* (one per batch
+or round) so a killed run keeps what it had accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from dataflywheel.pipeline.apply import Item, StepFailed
+from dataflywheel.pipeline.run_dir import (CHECKPOINT_SCHEMA, REJECT_SCHEMA, InvariantError, ParquetSink, RunDir,
+                                           record_row, reject_row)
+
+FAILING_BATCHES_TO_STOP = 3
+"""A step stops the run after this many batches in a row in which every record failed with an error."""
+
+
+class StepWriter:
+    """Books the items of one step. ``add`` returns the kept records to pass to the next step."""
+
+    def __init__(self, run_dir: RunDir, index: int, name: str, *, parts: bool = False):
+        self.dir, self.index, self.name = run_dir, index, name
+        self.counts = Counter({"in": 0, "out": 0, "rejected": 0, "unreadable": 0, "generated": 0, "errors": 0})
+        self.seq = 0  # generated candidates so far: their origins are "<step>#<seq>"
+        self.parts = run_dir.parts(index, name) if parts else None
+        self.states: list[dict] = []
+        self._failing = 0
+        self._records: ParquetSink | None = None
+        self._rejects: ParquetSink | None = None
+        self._part_counts: Counter = Counter()
+        if self.parts is not None:
+            self._load_parts()
+        else:
+            self._records, self._rejects = run_dir.record_sink(index, name), run_dir.reject_sink(index, name)
+
+    # ---- booking ---------------------------------------------------------------------------------
+
+    def add(self, items: list[Item], batch: list[dict] = (), origins: list[str] = (),
+            texts: list[str | None] | None = None) -> list[tuple[dict, str, str | None]]:
+        """Book one batch's items (``batch``/``origins``/``texts``: the input the positions refer to)."""
+        self._ensure_sinks()
+        counts = self._part_counts if self.parts is not None else self.counts
+        counts["in"] += len(batch)
+        kept, failed = [], 0
+        for item in items:
+            if item.position is not None:
+                origin = origins[item.position]
+            elif item.record is None and item.error:
+                origin = None  # a failure of the operator on a whole batch: no record to account for
+            else:
+                self.seq += 1
+                origin = f"{self.name}#{self.seq}"
+                counts["generated"] += 1
+            counts["errors"] += int(item.error)
+            failed += int(item.error and item.position is not None)
+            if item.reason is None:
+                same = item.position is not None and texts is not None and item.record is batch[item.position]
+                text = texts[item.position] if same else None
+                row = record_row(item.record, origin, text)
+                self._records.add(row)
+                counts["out"] += 1
+                kept.append((item.record, origin, row["record"]))
+            else:
+                self._rejects.add(reject_row(self.name, item.reason, record=item.record, origin=origin,
+                                             raw=item.raw, error=item.error))
+                counts["rejected"] += int(origin is not None)
+        self._watch_failures(items, batch, failed)
+        return kept
+
+    def unreadable(self, reason: str, source: str, raw: str) -> None:
+        """Book an input row that could not become a record (it has no id: the raw text is kept)."""
+        self._ensure_sinks()
+        self.counts["in"] += 1
+        self.counts["unreadable"] += 1
+        self.counts["rejected"] += 1
+        self._rejects.add(reject_row(self.name, reason, source=source, raw=raw))
+
+    def _watch_failures(self, items: list[Item], batch: list[dict], failed: int) -> None:
+        batch_error = any(i.error and i.position is None for i in items)
+        if (batch and failed == len(batch)) or batch_error:
+            self._failing += 1
+            if self._failing >= FAILING_BATCHES_TO_STOP:
+                first = next(i.reason for i in items if i.error)
+                raise StepFailed(f"step {self.name}: {self._failing} batches in a row failed entirely ({first}); "
+                                 "this is not bad data: fix the cause, then `flywheel run --resume`")
+        else:
+            self._failing = 0
+
+    # ---- parts (generator steps) -----------------------------------------------------------------
+
+    def _ensure_sinks(self) -> None:
+        if self._records is None:
+            work = self.parts / f"{len(self.states):05d}.tmp"
+            self._records = ParquetSink(work / "records.parquet", CHECKPOINT_SCHEMA)
+            self._rejects = ParquetSink(work / "rejects.parquet", REJECT_SCHEMA)
+
+    def commit_part(self, state: dict | None = None) -> None:
+        """Make what was booked since the last part durable (one batch or round of a generator)."""
+        self._ensure_sinks()
+        self._records.commit()
+        self._rejects.commit()
+        work = self._records.path.parent
+        state = {**(state or {}), "seq": self.seq, "counts": dict(self._part_counts)}
+        (work / "state.json").write_text(json.dumps(state), encoding="utf-8")
+        os.replace(work, work.with_suffix(""))
+        self.states.append(state)
+        self.counts.update(self._part_counts)
+        self._part_counts = Counter()
+        self._records = self._rejects = None
+
+    def _part_dirs(self) -> list[Path]:
+        return sorted(p for p in self.parts.iterdir() if p.is_dir() and not p.name.endswith(".tmp")) \
+            if self.parts.exists() else []
+
+    def _load_parts(self) -> None:
+        for part in self._part_dirs():
+            state = json.loads((part / "state.json").read_text(encoding="utf-8"))
+            self.states.append(state)
+            self.counts.update(state["counts"])
+            self.seq = state["seq"]
+
+    def part_records(self, first: int = 0) -> list[dict]:
+        """The records kept in the committed parts from ``first`` on (a resumed pool generator's accepted)."""
+        return [json.loads(text) for part in self._part_dirs()[first:]
+                for text in pq.read_table(part / "records.parquet", columns=["record"]).column(0).to_pylist()]
+
+    # ---- end of step -----------------------------------------------------------------------------
+
+    def commit(self) -> dict:
+        """Put the step's checkpoint and rejects in place; return its counts."""
+        if self.parts is None:
+            self._records.commit()
+            self._rejects.commit()
+        else:
+            if self._records is not None:
+                self.commit_part()
+            records, rejects = self.dir.record_sink(self.index, self.name), self.dir.reject_sink(self.index, self.name)
+            for part in self._part_dirs():
+                for sink, file in ((records, "records.parquet"), (rejects, "rejects.parquet")):
+                    for row in pq.read_table(part / file).to_pylist():
+                        sink.add(row)
+            records.commit()
+            rejects.commit()
+            shutil.rmtree(self.parts)
+        counts = dict(self.counts)
+        if counts["in"] + counts["generated"] != counts["out"] + counts["rejected"]:
+            raise InvariantError(f"step {self.name}: {counts['in']} in + {counts['generated']} generated != "
+                                 f"{counts['out']} out + {counts['rejected']} rejected")
+        return counts

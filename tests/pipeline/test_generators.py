@@ -1,0 +1,146 @@
+"""Generators of all three shapes through the executor: lineage, the invariant, rejects, resume."""
+
+import json
+from collections import Counter
+
+import pyarrow.parquet as pq
+import pytest
+
+from dataflywheel.pipeline import LocalExecutor, RecipeError, parse_recipe
+from dataflywheel.pipeline.run_dir import iter_rejects
+from tests.conftest import read_jsonl, write_jsonl
+
+PLUGINS = ["tests.pipeline.gen_plugins"]
+
+
+def pairs(*instructions):
+    return [{"instruction": q, "output": f"An answer to {q.lower()} with a few words."} for q in instructions]
+
+
+def run(tmp_path, steps, rows=None, name="run", **recipe):
+    data = {"output": {"dir": str(tmp_path / name)}, "plugins": PLUGINS, "steps": steps, **recipe}
+    if rows is not None:
+        data["input"] = {"path": str(write_jsonl(tmp_path / f"{name}.jsonl", rows))}
+    executor = LocalExecutor(parse_recipe(data), quiet=True)
+    manifest = executor.execute(report=False)
+    output = read_jsonl(executor.run_dir.root / "output.jsonl")
+    return executor, manifest, output, list(iter_rejects(executor.run_dir))
+
+
+def assert_accounted(executor, manifest):
+    """Every record read or generated is in the output or the rejects, exactly once, by origin."""
+    final = pq.read_table(manifest["steps"][-1]["checkpoint"]).to_pylist()
+    rejects = list(iter_rejects(executor.run_dir))
+    origins = Counter(r["origin"] for r in final) + Counter(r["origin"] for r in rejects if r["origin"])
+    read = Counter(pq.read_table(executor.run_dir.checkpoint(0, "read")).column("id").to_pylist())
+    generated = sum(s["generated"] for s in manifest["steps"])
+    assert {o: n for o, n in origins.items() if o in read} == dict(read)
+    made = {o: n for o, n in origins.items() if o not in read}
+    assert len(made) == generated and set(made.values()) <= {1}
+
+
+def test_batch_generator_stamps_lineage_and_keeps_inputs(tmp_path):
+    rows = pairs("Name a colour.", "Name a fruit.", "Name a city.")
+    executor, manifest, output, rejects = run(tmp_path, [{"op": "test.follow_ups"}], rows)
+    assert len(output) == 6 and not rejects
+    made = [r for r in output if r.get("lineage")]
+    inputs = {r["id"] for r in output if not r.get("lineage")}
+    assert len(made) == 3
+    for record in made:
+        [entry] = record["lineage"]
+        assert entry["op"] == "test.follow_ups" and entry["step"] == "follow_ups" and entry["kind"] == "generator"
+        assert entry["method"] == "follow_up" and entry["params"]["keep_inputs"] is True
+        assert len(entry["parents"]) == 1 and entry["parents"][0] in inputs
+    step = manifest["steps"][1]
+    assert (step["in"], step["generated"], step["out"], step["rejected"]) == (3, 3, 6, 0)
+    assert_accounted(executor, manifest)
+
+
+def test_generator_failures_become_rejects_and_the_run_finishes(tmp_path):
+    rows = pairs("Name a colour.", "INVALID please", "UNPARSABLE one", "Name a city.", "FAIL_BATCH here", "Name a dog.")
+    executor, manifest, output, rejects = run(tmp_path, [{"op": "test.follow_ups"}], rows, batch_size=2)
+    assert manifest["status"] == "finished"
+    reasons = [r["reason"] for r in rejects]
+    assert any("generated an invalid record" in r and "'messages'" in r for r in reasons)
+    invalid = next(r for r in rejects if "invalid record" in r["reason"])
+    assert json.loads(invalid["raw"]) == {"messages": "not a list of turns"}  # the broken text is kept
+    unparsable = next(r for r in rejects if r["reason"] == "could not parse the teacher's answer")
+    assert unparsable["raw"] == "<<garbled>>"
+    batch_error = next(r for r in rejects if r["error"])
+    assert "the teacher could not answer this batch" in batch_error["reason"] and batch_error["origin"] is None
+    # all 6 inputs pass on; follow-ups only from the batches that did not fail and the valid records
+    assert len([r for r in output if not r.get("lineage")]) == 6
+    assert len([r for r in output if r.get("lineage")]) == 2  # colour and city; the dog shares the failing batch
+    step = manifest["steps"][1]
+    assert step["errors"] == 1 and step["in"] + step["generated"] == step["out"] + step["rejected"]
+    assert_accounted(executor, manifest)
+
+
+def test_a_generator_failing_on_every_batch_stops_the_run(tmp_path):
+    from dataflywheel.errors import FatalError
+
+    rows = pairs(*[f"FAIL_BATCH {i}" for i in range(8)])
+    with pytest.raises(FatalError, match="batches in a row failed"):
+        run(tmp_path, [{"op": "test.follow_ups"}], rows, batch_size=2)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "stopped" and "batches in a row" in manifest["error"]
+
+
+def test_keep_inputs_false_sends_inputs_to_rejects_with_a_reason(tmp_path):
+    rows = pairs("Name a colour.", "Name a fruit.")
+    executor, manifest, output, rejects = run(tmp_path, [{"op": "test.follow_ups", "keep_inputs": False}], rows)
+    assert len(output) == 2 and all(r["lineage"] for r in output)
+    assert [r["reason"] for r in rejects] == ["replaced by generated records (step follow_ups: keep_inputs false)"] * 2
+    assert_accounted(executor, manifest)
+
+
+def test_pool_generator_works_in_rounds_to_a_target_with_verification(tmp_path):
+    rows = pairs("Name a colour.", "Name a fruit.")
+    steps = [{"op": "test.numbered_tasks", "target": 7, "per_round": 4, "max_rounds": 10}]
+    executor, manifest, output, rejects = run(tmp_path, steps, rows)
+    made = [r for r in output if r.get("lineage")]
+    assert len(made) == 7  # the target, exactly
+    numbers = [int(r["messages"][0]["content"].split()[1].rstrip(":")) for r in made]
+    assert all(n % 3 for n in numbers) and len(set(numbers)) == 7
+    reasons = Counter(r["reason"].split(" is a multiple")[0].split(" ")[0] for r in rejects)
+    assert any(r["reason"] == "exact duplicate of a record in the pool or already accepted" for r in rejects)
+    assert any("multiple of 3" in r["reason"] for r in rejects)
+    assert reasons  # every proposal that was not accepted is in rejected/ with its reason
+    rounds = {r["lineage"][0]["round"] for r in made}
+    assert len(rounds) >= 2 and min(rounds) == 0
+    assert all(r["lineage"][0]["parents"] for r in made)
+    step = manifest["steps"][1]
+    assert step["generated"] == step["out"] - 2 + step["rejected"]
+    assert_accounted(executor, manifest)
+
+
+def test_pool_generator_stops_when_acceptance_collapses(tmp_path):
+    rows = pairs("Name a colour.")
+    # each round re-proposes the same numbers once the first ones are accepted: rejects pile up
+    steps = [{"op": "test.numbered_tasks", "target": 100, "per_round": 3, "max_rounds": 50, "min_acceptance": 0.9}]
+    executor, manifest, output, _ = run(tmp_path, steps, rows)
+    warnings = manifest["steps"][1]["warnings"]
+    assert any(w.startswith("stopped: acceptance") for w in warnings)
+    assert any(w.startswith("target 100 not reached") for w in warnings)
+    assert_accounted(executor, manifest)
+
+
+def test_a_recipe_may_omit_input_only_when_it_starts_with_a_source(tmp_path):
+    with pytest.raises(RecipeError, match="'input' is missing"):
+        parse_recipe({"plugins": PLUGINS, "steps": [{"op": "test.follow_ups"}]})
+    parse_recipe({"plugins": PLUGINS, "steps": [{"op": "test.number_facts"}]})
+
+
+@pytest.mark.model
+def test_source_generator_needs_no_input(tmp_path):
+    steps = [{"op": "test.number_facts", "target": 3, "per_round": 2, "max_tokens": 8},
+             {"op": "select.length_filter", "min_instruction_words": 3, "min_response_words": 1}]
+    executor, manifest, output, rejects = run(tmp_path, steps, cache=str(tmp_path / "calls.sqlite"))
+    assert manifest["steps"][0]["in"] == 0
+    assert manifest["steps"][1]["generated"] >= 3
+    made = [r for r in output + [json.loads(r["record"]) for r in rejects if r["record"]]]
+    assert len([r for r in output]) + len([r for r in rejects if r["step"] == "length_filter"]) == 3
+    for record in made:
+        entry = record["lineage"][0]
+        assert entry["models"] == {"model": "default"} and entry["parents"] == [] and "round" in entry
+    assert_accounted(executor, manifest)
