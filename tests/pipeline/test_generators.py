@@ -144,3 +144,52 @@ def test_source_generator_needs_no_input(tmp_path):
         entry = record["lineage"][0]
         assert entry["models"] == {"model": "default"} and entry["parents"] == [] and "round" in entry
     assert_accounted(executor, manifest)
+
+
+@pytest.mark.model
+def test_sigkill_mid_generation_resumes_to_identical_output_without_repeating_calls(tmp_path):
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
+    steps = [{"op": "test.number_facts", "target": 10, "per_round": 2, "max_tokens": 8, "seconds_per_round": 0.4}]
+
+    def recipe(name):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(json.dumps({"output": {"dir": str(tmp_path / name)}, "plugins": PLUGINS, "steps": steps,
+                                    "cache": str(tmp_path / f"{name}.sqlite")}))
+        return path
+
+    cli = [sys.executable, "-m", "dataflywheel.cli", "run"]
+    subprocess.run(cli + [str(recipe("clean")), "--quiet"], env=env, check=True, cwd=tmp_path)
+    clean = json.loads((tmp_path / "clean" / "manifest.json").read_text())
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cli + [str(recipe("killed")), "--quiet"], env=env, cwd=tmp_path)
+    parts = killed / "checkpoints" / "01-number_facts.parts"
+    deadline = time.time() + 90
+    while not (parts / "00002").exists():  # part 0: the (empty) input; parts 1, 2: rounds 0 and 1
+        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with sqlite3.connect(tmp_path / "killed.sqlite") as db:
+        paid = db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+    assert paid >= 4  # two rounds of two answers were paid for before the kill
+
+    subprocess.run(cli + [str(recipe("killed")), "--resume", "--quiet"], env=env, check=True, cwd=tmp_path)
+    resumed = json.loads((killed / "manifest.json").read_text())
+    assert resumed["status"] == "finished" and resumed["resumed"] == 1
+    assert (killed / "output.jsonl").read_bytes() == (tmp_path / "clean" / "output.jsonl").read_bytes()
+    assert not parts.exists() and not list(killed.rglob("*.tmp"))
+
+    def calls(manifest):
+        return sum(m["calls"] for m in manifest["steps"][1]["models"].values())
+
+    assert calls(resumed) + paid == calls(clean)  # nothing paid for before the kill was asked again

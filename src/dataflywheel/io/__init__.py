@@ -93,4 +93,6 @@ def records_to_dataset(records: Iterable[dict], fmt: str = "auto", **options: bo
     """A Hugging Face ``datasets.Dataset`` of rows in ``fmt`` (lineage as JSON text, as in Parquet)."""
     from datasets import Dataset
 
-    return Dataset.from_list([columnar_row(record_to_row(r, fmt, **options)) for r in records])
+    rows = [columnar_row(record_to_row(r, fmt, **options)) for r in records]
+    columns = list(dict.fromkeys(k for row in rows for k in row))  # every column any row has
+    return Dataset.from_dict({c: [row.get(c) for row in rows] for c in columns})

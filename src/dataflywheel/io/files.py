@@ -190,7 +190,9 @@ def write_rows(rows: Iterable[dict], path: str | Path, file_type: str | None = N
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(rows), path)
+        # every column any row has (from_pylist would take the first row's keys and drop the rest)
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        pq.write_table(pa.Table.from_pydict({c: [row.get(c) for row in rows] for c in columns}), path)
     elif kind == "csv":
         columns = list(dict.fromkeys(k for row in rows for k in row))
         with open(path, "w", encoding="utf-8", newline="") as handle:
@@ -202,7 +204,8 @@ def write_rows(rows: Iterable[dict], path: str | Path, file_type: str | None = N
     elif kind == "hf":
         from datasets import Dataset
 
-        Dataset.from_list(rows).save_to_disk(str(path))
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        Dataset.from_dict({c: [row.get(c) for row in rows] for c in columns}).save_to_disk(str(path))
     else:
         raise ValueError(f"unknown file type {kind!r}; use one of {', '.join(FILE_TYPES)}")
     return len(rows)

@@ -40,8 +40,9 @@ class OpContext:
 class Operator:
     """Base of all operators; subclasses set ``name``, ``kind`` and ``Config``.
 
-    ``model_role_fields`` names the config fields that hold model roles: an operator that names any uses
-    models (an engine gives it a long-lived worker), and generated records name the roles in lineage."""
+    ``model_role_fields`` names the config fields that hold model roles (by default: fields called ``model``,
+    ``embedder`` or ``*_model``): an operator with any uses models (an engine gives it a long-lived
+    worker), and the records it makes or changes name the roles in their lineage."""
 
     name: ClassVar[str]
     kind: ClassVar[str]
@@ -57,14 +58,21 @@ class Operator:
     def summary(cls) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
 
-    @property
-    def model_roles(self) -> dict[str, str]:
-        """Config field -> model role, for the fields in ``model_role_fields``."""
-        return {f: getattr(self.config, f) for f in self.model_role_fields if getattr(self.config, f, None)}
+    @classmethod
+    def role_fields(cls) -> tuple[str, ...]:
+        if cls.model_role_fields:
+            return cls.model_role_fields
+        return tuple(f for f in cls.Config.model_fields if f in ("model", "embedder") or f.endswith("_model"))
 
     @property
-    def uses_models(self) -> bool:
-        return bool(self.model_role_fields)
+    def model_roles(self) -> dict[str, str]:
+        """Config field -> model role, for the fields that hold roles."""
+        return {f: getattr(self.config, f) for f in self.role_fields() if getattr(self.config, f, None)}
+
+    @classmethod
+    def uses_models(cls) -> bool:
+        """Whether the operator calls models (engines give such operators long-lived workers)."""
+        return bool(cls.role_fields())
 
     def setup(self) -> None:
         """Open what the operator needs in this process (called once before the first batch)."""

@@ -62,10 +62,19 @@ def _length_unit():
         return "words", lambda texts: [word_count(t) for t in texts]
 
 
-def _lengths_and_categories(records, count):
+LENGTH_SAMPLE = 5000
+"""Length histograms tokenize at most this many records per series (an even, deterministic sample)."""
+
+
+def _sample_step(records: list, size: int = LENGTH_SAMPLE) -> int:
+    return max(1, -(-len(records) // size))
+
+
+def _lengths_and_categories(records, count, step: int = 1):
     categories = Counter(c for c in map(_category, records) if c is not None)
-    return (count([instruction_text(r) for r in records]) if records else [],
-            count([response_text(r) for r in records]) if records else [], categories)
+    sample = records[::step]
+    return (count([instruction_text(r) for r in sample]) if sample else [],
+            count([response_text(r) for r in sample]) if sample else [], categories)
 
 
 def _page(title: str, subtitle: str, body: str, data: dict) -> str:
@@ -127,10 +136,12 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None) -> P
                          reason_kind(reject["reason"]), reject["raw"][:SNIPPET], "", {}, []])
     charts = []
     unit, count = _length_unit()
-    b_ins, b_resp, b_cat = _lengths_and_categories(before, count)
-    a_ins, a_resp, a_cat = _lengths_and_categories(kept, count)
-    charts.append(histogram({"read": b_ins, "kept": a_ins}, f"instruction length ({unit})"))
-    charts.append(histogram({"read": b_resp, "kept": a_resp}, f"response length ({unit})"))
+    step = _sample_step(max(before, kept, key=len))  # one step for both series keeps their counts comparable
+    b_ins, b_resp, b_cat = _lengths_and_categories(before, count, step)
+    a_ins, a_resp, a_cat = _lengths_and_categories(kept, count, step)
+    sampled = f", every {step}th record" if step > 1 else ""
+    charts.append(histogram({"read": b_ins, "kept": a_ins}, f"instruction length ({unit}{sampled})"))
+    charts.append(histogram({"read": b_resp, "kept": a_resp}, f"response length ({unit}{sampled})"))
     score_names = sorted({k for r in kept + rejected_records for k in r.get("scores", {})})
     for name in score_names:
         scored = [r["scores"][name] for r in kept + rejected_records if name in r.get("scores", {})]
@@ -143,7 +154,8 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None) -> P
     embedding_map = scatter(mapped, "embedding map (PCA), kept vs dropped") if mapped["kept"] or mapped["dropped"] else \
         "<p class='muted'>No embedding map: no step of this run computed embeddings.</p>"
     totals = manifest.get("totals") or {}
-    subtitle = (f"{manifest['recipe']['input']['path']} \u2192 {totals.get('output', '?')} kept of "
+    source = (manifest["recipe"].get("input") or {}).get("path", "generated")
+    subtitle = (f"{source} \u2192 {totals.get('output', '?')} kept of "
                 f"{totals.get('read', '?')} read, {totals.get('rejected', '?')} rejected; status {manifest['status']}")
     body = (_funnel(manifest, reasons) + "<h2>Distributions</h2><div class='charts'>" + "".join(c for c in charts if c)
             + "</div>" + embedding_map + _usage(manifest))
@@ -162,14 +174,14 @@ def write_dataset_report(path: str | Path, target: str | Path, stats: dict) -> P
             rows.append(["rejected", "", "read", f"{item.reason} ({item.source})", reason_kind(item.reason),
                          item.raw[:SNIPPET], "", {}, []])
         else:
-            item["scores"] = {**item.get("scores", {}), **{k: v for k, v in (item["meta"].get("scores") or {}).items()
-                                                           if isinstance(v, (int, float))}}
             records.append(item)
             rows.append(_row(item, "kept"))
     unit, count = _length_unit()
-    ins, resp, categories = _lengths_and_categories(records, count)
-    charts = [histogram({"records": ins}, f"instruction length ({unit})"),
-              histogram({"records": resp}, f"response length ({unit})")]
+    step = _sample_step(records)
+    ins, resp, categories = _lengths_and_categories(records, count, step)
+    sampled = f", every {step}th record" if step > 1 else ""
+    charts = [histogram({"records": ins}, f"instruction length ({unit}{sampled})"),
+              histogram({"records": resp}, f"response length ({unit}{sampled})")]
     score_names = sorted({k for r in records for k in r["scores"]})
     charts += [histogram({"records": [r["scores"][n] for r in records if n in r["scores"]]}, f"score {n}")
                for n in score_names]
