@@ -70,6 +70,6 @@ def run(recipe: Recipe | dict | str | Path, data: Any = None, *, output: str | P
     manifest = executor.execute(resume=resume, force=force, report=report)
     last = Path(manifest["steps"][-1]["checkpoint"])
     records = [r for batch in iter_checkpoint(last, 1024) for r in batch]
-    result = RunResult(records, executor.run_dir.root, manifest)
+    result = RunResult(records, executor.run_dir.root.resolve(), manifest)
     result.data = result.to_dataset() if _is_dataset(data) else records
     return result
