@@ -27,6 +27,20 @@ def _dataset_path(path: Path) -> Path:
     return Path(json.loads(manifest.read_text())["output"]["path"]) if manifest.exists() else path
 
 
+def _read_usable(path: Path) -> list[dict]:
+    """The records of a dataset file; unreadable rows are counted on stderr, none at all is an error."""
+    from dataflywheel.io import read_all
+
+    records, unreadable = read_all(path)
+    if unreadable:
+        first = unreadable[0]
+        err.print(f"{len(unreadable)} of {len(records) + len(unreadable)} rows of {path} could not be read "
+                  f"(first: {first.source}: {first.reason})", highlight=False, markup=False)
+    if not records:
+        _fail(f"no readable records in {path}", code=1)
+    return records
+
+
 def _fail(message: str, code: int = USAGE_ERROR) -> None:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -83,7 +97,6 @@ def train(
     """LoRA fine-tuning (TRL + PEFT) of a causal LM on a dataset or a run's output."""
     from pydantic import ValidationError
 
-    from dataflywheel.io import ReadReject, read_records
     from dataflywheel.train.fit import TrainConfig
     from dataflywheel.train.fit import train as fit
 
@@ -92,8 +105,7 @@ def train(
         config = TrainConfig(model=model, method=method, epochs=epochs, max_steps=max_steps,
                              learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
                              lora_rank=lora_rank, seed=seed)
-        records = [r for r in read_records(data) if not isinstance(r, ReadReject)]
-        result = fit(records, output, config, quiet=quiet)
+        result = fit(_read_usable(data), output, config, quiet=quiet)
     except (ValidationError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     typer.echo(json.dumps(result))
@@ -114,12 +126,11 @@ def evaluate(
 
     The judge is the bundled SmolLM2 unless DATAFLYWHEEL_JUDGE_BASE_URL and DATAFLYWHEEL_JUDGE_MODEL name an
     OpenAI-compatible server (key from OPENAI_API_KEY)."""
-    from dataflywheel.io import ReadReject, read_records
     from dataflywheel.models import CallCache, ModelRegistry
     from dataflywheel.train.evaluate import answers, judge_spec_from_env, reference_loss, win_rate
 
     try:
-        records = [r for r in read_records(heldout) if not isinstance(r, ReadReject)][:limit]
+        records = _read_usable(heldout)[:limit]
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     specs = {"a": {"backend": "transformers", "model": model, "options": {"adapter": adapter} if adapter else {}},

@@ -128,3 +128,20 @@ class ResponseChars(Scorer):
 
     def score_batch(self, records):
         return [float(len(response_text(r))) for r in records]
+
+
+from dataflywheel.ops import Mapper  # noqa: E402
+
+
+@register
+class ShoutBatch(Mapper):
+    """Upper-cases responses; implements only ``map_batch`` and fails on a batch holding 'BAD'."""
+
+    name = "test.shout_batch"
+
+    def map_batch(self, records):
+        if any("BAD" in instruction_text(r) for r in records):
+            raise ValueError("cannot shout at BAD records")
+        return [{**r, "messages": r["messages"][:-1] + [{**r["messages"][-1],
+                                                          "content": r["messages"][-1]["content"].upper()}]}
+                for r in records]

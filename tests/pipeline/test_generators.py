@@ -193,3 +193,12 @@ def test_sigkill_mid_generation_resumes_to_identical_output_without_repeating_ca
         return sum(m["calls"] for m in manifest["steps"][1]["models"].values())
 
     assert calls(resumed) + paid == calls(clean)  # nothing paid for before the kill was asked again
+
+
+def test_a_batch_only_mapper_that_fails_loses_only_the_failing_record(tmp_path):
+    rows = pairs("Name a colour.", "A BAD one.", "Name a city.")
+    executor, manifest, output, rejects = run(tmp_path, [{"op": "test.shout_batch"}], rows)
+    assert [r["reason"] for r in rejects] == ["error in test.shout_batch: ValueError: cannot shout at BAD records"]
+    assert len(output) == 2 and all(r["messages"][-1]["content"].isupper() for r in output)
+    assert all(r["lineage"][0]["op"] == "test.shout_batch" for r in output)
+    assert_accounted(executor, manifest)

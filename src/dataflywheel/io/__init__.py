@@ -10,7 +10,7 @@ from dataflywheel.io.files import FILE_TYPES, columnar_row, detect_file_type, it
 from dataflywheel.io.formats import FORMATS, detect_format, record_to_row, restore_reserved, row_to_record, split_reserved
 from dataflywheel.records import RecordError
 
-__all__ = ["FILE_TYPES", "FORMATS", "ReadReject", "read_records", "read_rows", "write_records", "records_from_dataset",
+__all__ = ["FILE_TYPES", "FORMATS", "ReadReject", "read_all", "read_records", "read_rows", "write_records", "records_from_dataset",
            "records_to_dataset", "detect_file_type", "detect_format", "peek_format"]
 
 
@@ -62,6 +62,14 @@ def read_rows(rows: Iterable[Any], fmt: str | None = None) -> Iterator[dict | Re
     if fmt is not None and fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     return _convert(((f"data[{i}]", row) for i, row in enumerate(rows)), fmt)
+
+
+def read_all(path: str | Path, fmt: str | None = None) -> tuple[list[dict], list[ReadReject]]:
+    """Every record of a file, and the rows that could not be read: the caller reports them."""
+    records, unreadable = [], []
+    for item in read_records(path, fmt):
+        (unreadable if isinstance(item, ReadReject) else records).append(item)
+    return records, unreadable
 
 
 def peek_format(path: str | Path, file_type: str | None = None) -> str | None:

@@ -25,12 +25,31 @@ NESTED_CSV_COLUMNS = ("messages", "conversations", "chosen", "rejected", "prompt
 Row = tuple[str, "dict | RecordError"]
 
 
+def _is_hf_dir(path: Path) -> bool:
+    return any((path / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json"))
+
+
+def data_files(path: Path) -> list[Path]:
+    """The data files of a directory that is not a Hugging Face dataset, in name order."""
+    files = []
+    for file in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
+        try:
+            detect_file_type(file)
+        except RecordError:
+            continue
+        files.append(file)
+    return files
+
+
 def detect_file_type(path: str | Path) -> str:
     path = Path(path)
     if path.is_dir():
-        if (path / "dataset_info.json").exists() or (path / "state.json").exists() or (path / "dataset_dict.json").exists():
+        if _is_hf_dir(path):
             return "hf"
-        raise RecordError(f"{path} is a directory but not a Hugging Face dataset (no dataset_info.json)")
+        if data_files(path):
+            return "dir"
+        raise RecordError(f"{path} is a directory with no data files (.jsonl, .json, .parquet, .csv) and not a "
+                          "Hugging Face dataset (no dataset_info.json)")
     name = path.name.lower().removesuffix(".gz")
     for suffix, kind in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "json"), (".parquet", "parquet"),
                          (".pq", "parquet"), (".csv", "csv")):
@@ -154,7 +173,15 @@ def _iter_hf(path: Path) -> Iterator[Row]:
         yield f"{path.name}[{index}]", _present(row)
 
 
-ITERATORS = {"jsonl": _iter_jsonl, "json": _iter_json, "parquet": _iter_parquet, "csv": _iter_csv, "hf": _iter_hf}
+def _iter_dir(path: Path) -> Iterator[Row]:
+    """Every data file of a directory in name order, each read by its own type (positions name the file)."""
+    for file in data_files(path):
+        for where, row in ITERATORS[detect_file_type(file)](file):
+            yield f"{path.name}/{where}", row
+
+
+ITERATORS = {"jsonl": _iter_jsonl, "json": _iter_json, "parquet": _iter_parquet, "csv": _iter_csv, "hf": _iter_hf,
+             "dir": _iter_dir}
 
 
 def iter_rows(path: str | Path, file_type: str | None = None) -> Iterator[Row]:

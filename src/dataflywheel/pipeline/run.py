@@ -179,7 +179,8 @@ class Run:
         file_type = detect_file_type_for_writing(target)
         tmp = target.with_name(".tmp-" + target.name)
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-        records = (r for batch in iter_checkpoint(last, 1024) for r in batch)
+        records = [r for batch in iter_checkpoint(last, 4096) for r in batch] if report else \
+            (r for batch in iter_checkpoint(last, 1024) for r in batch)  # the report needs them all anyway
         count = write_records(records, tmp, spec.format, file_type, **spec.write_options())
         if target.is_dir():
             shutil.rmtree(target)
@@ -195,7 +196,7 @@ class Run:
         if report:
             from dataflywheel.report import write_run_report
 
-            self.manifest["report"] = str(write_run_report(self.dir.root))
+            self.manifest["report"] = str(write_run_report(self.dir.root, kept=records))
             self.dir.write_manifest(self.manifest)
         return self.manifest
 

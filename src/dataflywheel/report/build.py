@@ -8,6 +8,8 @@ from collections import Counter
 from html import escape
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from dataflywheel.io import ReadReject, read_records
 from dataflywheel.pipeline.run_dir import RunDir, iter_checkpoint, iter_rejects
 from dataflywheel.records import instruction_text, response_text
@@ -50,24 +52,32 @@ def _category(record: dict) -> str | None:
 
 
 def _length_unit():
-    """(name, counter of a list of texts): tokens of the bundled SmolLM2 tokenizer, or words without it."""
+    """(name, counter of a list of texts): tokens of the bundled SmolLM2 tokenizer, or words without it.
+
+    The tokenizer is read with the ``tokenizers`` library alone: importing transformers would cost more
+    than the whole report."""
     try:
-        from transformers import AutoTokenizer
+        from tokenizers import Tokenizer
 
-        from dataflywheel.models.bundled import smollm2_dir
+        from dataflywheel.models.bundled import model_cache_dir, smollm2_gguf
 
-        tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
-        return "tokens", lambda texts: [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    except (ImportError, FileNotFoundError, OSError):
+        gguf = smollm2_gguf()
+        path = model_cache_dir() / f"{gguf.stem}-{gguf.stat().st_size}" / "tokenizer.json"
+        if not path.exists():  # written when the bundled model is first converted
+            raise FileNotFoundError(path)
+        tokenizer = Tokenizer.from_file(str(path))
+        return "tokens", lambda texts: [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    except (ImportError, FileNotFoundError):
         return "words", lambda texts: [word_count(t) for t in texts]
 
 
-LENGTH_SAMPLE = 5000
+LENGTH_SAMPLE = 500
 """Length histograms tokenize at most this many records per series (an even, deterministic sample)."""
 
 
-def _sample_step(records: list, size: int = LENGTH_SAMPLE) -> int:
-    return max(1, -(-len(records) // size))
+def _sample_step(count: int, size: int = LENGTH_SAMPLE) -> int:
+    """Every how many records to take so that at most ``size`` of ``count`` are taken."""
+    return max(1, -(-count // size))
 
 
 def _lengths_and_categories(records, count, step: int = 1):
@@ -112,16 +122,20 @@ def _usage(manifest: dict) -> str:
             "<th>prompt tokens</th><th>completion tokens</th><th>seconds</th></tr>" + "".join(rows) + "</table>")
 
 
-def write_run_report(run_dir: str | Path, target: str | Path | None = None) -> Path:
-    """Render report.html for a finished (or partly finished) run."""
+def write_run_report(run_dir: str | Path, target: str | Path | None = None, kept: list[dict] | None = None) -> Path:
+    """Render report.html for a finished (or partly finished) run (``kept``: its final records, when the
+    caller has them in memory already)."""
     run = RunDir(run_dir)
     manifest = run.read_manifest()
     if manifest is None:
         raise FileNotFoundError(f"{run.root} holds no manifest.json: not a run directory")
     steps = [s for s in manifest["steps"] if s["status"] == "done"]
     first, last = Path(steps[0]["checkpoint"]), Path(steps[-1]["checkpoint"])
-    before = [r for batch in iter_checkpoint(first, 4096) for r in batch]
-    kept = [r for batch in iter_checkpoint(last, 4096) for r in batch]
+    if kept is None:
+        kept = [r for batch in iter_checkpoint(last, 4096) for r in batch]
+    texts = pq.read_table(first, columns=["record"]).column(0)
+    step = _sample_step(max(len(texts), len(kept)))  # one step for both series keeps their counts comparable
+    before = [json.loads(texts[i].as_py()) for i in range(0, len(texts), step)]
     rows = [_row(r, "kept") for r in kept]
     reasons: dict[str, Counter] = {}
     rejected_records = []
@@ -136,9 +150,9 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None) -> P
                          reason_kind(reject["reason"]), reject["raw"][:SNIPPET], "", {}, []])
     charts = []
     unit, count = _length_unit()
-    step = _sample_step(max(before, kept, key=len))  # one step for both series keeps their counts comparable
-    b_ins, b_resp, b_cat = _lengths_and_categories(before, count, step)
+    b_ins, b_resp, _ = _lengths_and_categories(before, count)
     a_ins, a_resp, a_cat = _lengths_and_categories(kept, count, step)
+    b_cat = a_cat + Counter(c for c in map(_category, rejected_records) if c is not None)  # kept + rejected
     sampled = f", every {step}th record" if step > 1 else ""
     charts.append(histogram({"read": b_ins, "kept": a_ins}, f"instruction length ({unit}{sampled})"))
     charts.append(histogram({"read": b_resp, "kept": a_resp}, f"response length ({unit}{sampled})"))
@@ -148,7 +162,7 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None) -> P
         charts.append(histogram({"scored": scored, "kept": [r["scores"][name] for r in kept if name in r["scores"]]},
                                 f"score {name}"))
     if b_cat:
-        charts.append(bars({"read": dict(b_cat), "kept": dict(a_cat)}, "categories"))
+        charts.append(bars({"in": dict(b_cat), "kept": dict(a_cat)}, "categories"))
     mapped = {"kept": [tuple(r["meta"]["map_2d"]) for r in kept if "map_2d" in r.get("meta", {})],
               "dropped": [tuple(r["meta"]["map_2d"]) for r in rejected_records if "map_2d" in r.get("meta", {})]}
     embedding_map = scatter(mapped, "embedding map (PCA), kept vs dropped") if mapped["kept"] or mapped["dropped"] else \
@@ -177,7 +191,7 @@ def write_dataset_report(path: str | Path, target: str | Path, stats: dict) -> P
             records.append(item)
             rows.append(_row(item, "kept"))
     unit, count = _length_unit()
-    step = _sample_step(records)
+    step = _sample_step(len(records))
     ins, resp, categories = _lengths_and_categories(records, count, step)
     sampled = f", every {step}th record" if step > 1 else ""
     charts = [histogram({"records": ins}, f"instruction length ({unit}{sampled})"),

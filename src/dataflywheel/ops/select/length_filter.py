@@ -37,12 +37,9 @@ class LengthFilter(Filter):
     Config = LengthFilterConfig
 
     def _tokens(self, text: str) -> int:
-        if not hasattr(self, "_tokenizer"):
-            from transformers import AutoTokenizer
+        from dataflywheel.models import load_tokenizer
 
-            from dataflywheel.models.bundled import resolve_llm_path
-            self._tokenizer = AutoTokenizer.from_pretrained(resolve_llm_path(self.config.tokenizer))
-        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(load_tokenizer(self.config.tokenizer)(text, add_special_tokens=False)["input_ids"])
 
     def reject_reason(self, record: dict) -> str | None:
         for part, text in (("instruction", instruction_text(record)), ("response", response_text(record))):

@@ -6,7 +6,7 @@ import numpy as np
 from pydantic import Field
 
 from dataflywheel.algorithms.subset import budget_size, rank_order
-from dataflywheel.io import ReadReject, read_records
+from dataflywheel.io import read_all
 from dataflywheel.ops.base import Selection, Selector
 from dataflywheel.ops.registry import register
 from dataflywheel.ops.select.budget_selectors import BudgetConfig
@@ -18,8 +18,9 @@ class LessConfig(BudgetConfig):
     """Dataset file of target/validation examples (any readable format) whose gradients the selection follows."""
     target_task_field: str | None = None
     """``meta`` key naming each target example's task: a record scores its best task's mean similarity."""
-    model: str = "smollm2"
-    """Local causal LM (bundled name or a Hugging Face model dir); LESS needs its gradients."""
+    model: str = "default"
+    """Model role (default: the bundled SmolLM2-135M-Instruct); LESS needs its gradients, so the role must use
+    the local ``transformers`` backend. LESS trains LoRA on its own copy: the role's shared model is untouched."""
     rank: int = Field(default=8, ge=1)
     last_layers: int | None = Field(default=8, ge=1)
     """LoRA (and so gradients) on the top N decoder layers only; null = every layer, as in the paper.
@@ -52,16 +53,18 @@ class LessSelect(Selector):
         import torch
 
         from dataflywheel.algorithms.less import add_lora, gradient_features, less_scores, warm_up
-        from dataflywheel.models.transformers_llm import TransformersLLM
 
         cfg = self.config
         pool = [r for batch in scan() for r in batch]
         if not pool:
             return Selection()
-        targets = [r for r in read_records(cfg.target) if not isinstance(r, ReadReject)]
+        targets, unreadable = read_all(cfg.target)
         if not targets:
-            raise ValueError(f"select.less: no readable target examples in {cfg.target}")
-        backend = TransformersLLM(cfg.model)
+            raise ValueError(f"select.less: no readable target examples in {cfg.target}"
+                             + (f" ({unreadable[0].source}: {unreadable[0].reason})" if unreadable else ""))
+        if unreadable:
+            self.counters[f"unreadable rows in the target file {cfg.target}"] += len(unreadable)
+        backend = self.context.models.trainable(cfg.model)
         torch.manual_seed(self.context.seed)
         model = add_lora(backend.model, cfg.rank, last_layers=cfg.last_layers)
         rng = np.random.default_rng(self.context.seed)

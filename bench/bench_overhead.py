@@ -1,0 +1,94 @@
+"""Executor overhead: a filter-only recipe over t0_train_50k vs the same filters in a bare loop, one run.
+
+    python bench/bench_overhead.py
+
+The bare loop reads the ~55k records with our reader (JSONL -> records) and calls the two filters'
+``reject_reason`` on each; nothing is written. ``flywheel run`` runs the same two filters
+(select.repetition_filter, select.length_filter) as a recipe in a fresh process: reading, per-step
+Parquet checkpoints and rejects, the invariant check, the output file and report.html. "steps" is the
+sum of the manifest's step times (read + the two filters), "whole run" the wall time of the command.
+Goals (issue 11): steps within 10% of the bare loop, the whole run within 1.25x. Each arm runs 3 times
+alternately; the table gives medians.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "t0_train_50k"
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+STEPS = [{"op": "select.repetition_filter", "field": "response"},
+         {"op": "select.length_filter", "min_instruction_words": 3, "min_response_words": 1}]
+REPEATS = 3
+
+
+def bare_loop() -> tuple[float, int]:
+    from dataflywheel.io import ReadReject, read_records
+    from dataflywheel.ops import get_operator
+
+    filters = [get_operator(s["op"])(get_operator(s["op"]).Config(**{k: v for k, v in s.items() if k != "op"}))
+               for s in STEPS]
+    started = time.perf_counter()
+    kept = 0
+    for record in read_records(DATA):
+        if isinstance(record, ReadReject):
+            continue
+        if all(f.reject_reason(record) is None for f in filters):
+            kept += 1
+    return time.perf_counter() - started, kept
+
+
+def flywheel_run(work: Path, number: int) -> tuple[float, float, dict]:
+    recipe = work / "recipe.json"
+    recipe.write_text(json.dumps({"input": {"path": str(DATA)}, "output": {"dir": str(work / f"run{number}")},
+                                  "cache": "off", "steps": STEPS}))
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "dataflywheel.cli", "run", str(recipe), "--quiet"], check=True,
+                   stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    wall = time.perf_counter() - started
+    manifest = json.loads((work / f"run{number}" / "manifest.json").read_text())
+    return wall, sum(s["seconds"] for s in manifest["steps"]), manifest
+
+
+def main() -> None:
+    from report import machine, table, write_section
+
+    if not DATA.exists():
+        sys.exit(f"missing {DATA}: the benchmark needs ../shared/data/t0_train_50k")
+    work = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
+    bare_loop()  # warm the page cache and imports
+    bare, walls, steps = [], [], []
+    for number in range(REPEATS):
+        seconds, kept = bare_loop()
+        bare.append(seconds)
+        wall, step_seconds, manifest = flywheel_run(work, number)
+        walls.append(wall)
+        steps.append(step_seconds)
+        assert manifest["totals"]["output"] == kept, "the recipe and the bare loop disagree"
+    b, w, s = statistics.median(bare), statistics.median(walls), statistics.median(steps)
+    per_step = {x["name"]: x["seconds"] for x in manifest["steps"]}
+    rows = [["bare loop (read + 2 filters, nothing written)", f"{b:.2f}", "1.00"],
+            ["flywheel run: steps (read + 2 filters, checkpoints, rejects)", f"{s:.2f}", f"{s / b:.2f}"],
+            ["flywheel run: whole command (imports, invariant, output, report)", f"{w:.2f}", f"{w / b:.2f}"]]
+    body = (f"{manifest['totals']['read']} records of t0_train_50k, {manifest['totals']['output']} kept; "
+            f"median of {REPEATS} alternating runs; {machine()}.\n\n"
+            + table(["arm", "seconds", "x bare loop"], rows)
+            + "\n\nSteps in the last run: " + ", ".join(f"{k} {v:.2f} s" for k, v in per_step.items())
+            + f".\n\nGoals: steps <= 1.10x ({'met' if s <= 1.10 * b else 'not met'}), whole run <= 1.25x "
+            f"({'met' if w <= 1.25 * b else 'not met'}). Command: `python bench/bench_overhead.py`.")
+    print(body)
+    write_section("Executor overhead (filter-only recipe on t0_train_50k)", body)
+
+
+if __name__ == "__main__":
+    main()
