@@ -1,6 +1,8 @@
-"""A tiny OpenAI-shaped HTTP server on loopback that misbehaves on demand (429, 500, hang, bad JSON).
+"""A tiny OpenAI-shaped HTTP server on loopback that misbehaves on demand (401, 429, 500, hang, bad JSON, ...).
 
-Only for fault injection: real servers are tested in test_openai_server.py."""
+Only for fault injection: real servers are tested in test_openai_server.py. Behaviour per request: ``rule(body)``
+if given and not None, else the next entry of ``script``, else "ok". Keep-alive (HTTP/1.1); it records every
+request, the client connection it came on, and the most requests it had in flight at once."""
 
 from __future__ import annotations
 
@@ -8,40 +10,76 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 OK_CHAT = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"}}],
            "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
 
 
-class FaultServer:
-    """Answers each request with the next scripted behaviour; records what it received."""
+def last_user(body: dict) -> str:
+    return body["messages"][-1]["content"] if "messages" in body else body.get("prompt", "")
 
-    def __init__(self, script: list):
-        self.script = list(script)
+
+class FaultServer:
+    """Answers each request with a scripted behaviour; ``answer(body)`` gives the reply text of "ok" answers
+    (default "fine"); ``server_n``: whether "ok" answers honour ``n``; ``delay``: seconds before answering."""
+
+    def __init__(self, script: list | None = None, *, rule: Callable[[dict], str | None] | None = None,
+                 answer: Callable[[dict], str] | None = None, server_n: bool = True, delay: float = 0.0):
+        self.script = list(script or [])
         self.requests: list[dict] = []
+        self.in_flight = self.max_in_flight = 0
+        self._lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, *args):
                 pass
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append({"path": self.path, "body": body,
-                                        "authorization": self.headers.get("Authorization")})
-                action = server.script.pop(0) if server.script else "ok"
+                with server._lock:
+                    server.requests.append({"path": self.path, "body": body, "connection": self.client_address[1],
+                                            "authorization": self.headers.get("Authorization")})
+                    action = (rule(body) if rule else None) or (server.script.pop(0) if server.script else "ok")
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    self._answer(action, body)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _answer(self, action: str, body: dict) -> None:
+                if delay:
+                    time.sleep(delay)
                 if action == "hang":
                     time.sleep(3)
+                    self.close_connection = True
                     return
+                name, _, arg = action.partition(":")
                 status, payload, headers = {
-                    "ok": (200, json.dumps(OK_CHAT), {}),
-                    "429": (429, '{"error": "slow down"}', {"Retry-After": "0"}),
+                    "ok": (200, None, {}),
+                    "json": (200, None, {}),
+                    "429": (429, '{"error": "slow down"}', {"Retry-After": arg or "0"}),
+                    "401": (401, '{"error": "invalid api key"}', {}),
+                    "403": (403, '{"error": "forbidden"}', {}),
+                    "404": (404, '{"error": "model not found"}', {}),
                     "500": (500, '{"error": "boom"}', {}),
+                    "503": (503, '{"error": "down"}', {}),
                     "badjson": (200, '{"choices": [', {}),
                     "nochoices": (200, '{"object": "weird"}', {}),
                     "400": (400, '{"error": "unsupported parameter: top_logprobs"}', {}),
                     "nologprobs": (200, json.dumps({"choices": [{"index": 0, "text": "x", "logprobs": None}]}), {}),
-                }[action]
+                }[name]
+                if payload is None:
+                    text = arg if name == "json" else (answer(body) if answer else "fine")
+                    count = body.get("n", 1) if server_n else 1
+                    payload = json.dumps({"choices": [{"index": i, "message": {"role": "assistant", "content": text},
+                                                       "text": text} for i in range(count)],
+                                          "usage": {"prompt_tokens": 3, "completion_tokens": count}})
                 data = payload.encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -100,3 +100,46 @@ def test_embeddings_endpoint(server_url):
     assert vectors.shape == (3, 576) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert np.allclose(vectors[0], vectors[2], atol=1e-5) and not np.allclose(vectors[0], vectors[1], atol=1e-2)
+
+
+POEM = [{"role": "user", "content": "Write one short sentence about the sea."}]
+
+
+def test_eight_unseeded_samples_of_one_prompt_are_distinct(server_url, tmp_path):
+    from dataflywheel.models.cache import CallCache
+    from dataflywheel.models.cached import CachedLLM
+
+    llm = CachedLLM(OpenAILLM("smollm2", base_url=server_url, concurrency=4), CallCache(tmp_path / "c.sqlite"))
+    sampled = GenerationParams(max_tokens=16, temperature=1.0)
+    separate = [answers[0] for answers in llm.chat([POEM] * 8, sampled)]  # 8 identical prompts, n=1
+    assert len(set(separate)) >= 6 and llm.usage.cache_hits == 0
+    [together] = llm.chat([POEM], sampled.model_copy(update={"n": 8}))  # one prompt, n=8
+    assert len(together) == 8 and len(set(together)) >= 6
+    assert llm.usage.completion_tokens > 0
+
+
+def test_seeded_samples_repeat_from_the_cache_and_differ_by_seed(server_url, tmp_path):
+    from dataflywheel.models.cache import CallCache
+    from dataflywheel.models.cached import CachedLLM
+
+    llm = CachedLLM(OpenAILLM("smollm2", base_url=server_url), CallCache(tmp_path / "c.sqlite"))
+    seeded = GenerationParams(max_tokens=16, temperature=1.0, seed=11, n=4)
+    [first] = llm.chat([POEM], seeded)
+    assert llm.chat([POEM], seeded) == [first] and llm.usage.calls == 4 and llm.usage.cache_hits == 4
+    assert len(set(first)) >= 3
+
+
+def test_structured_output_with_the_servers_grammar(server_url, tmp_path):
+    from dataflywheel.models.cache import CallCache
+    from dataflywheel.models.cached import CachedLLM
+
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+              "required": ["city", "country"]}
+    backend = OpenAILLM("smollm2", base_url=server_url)
+    llm = CachedLLM(backend, CallCache(tmp_path / "c.sqlite"))
+    asks = [[{"role": "user", "content": f"Name a big city in {c}. Answer in JSON with keys city and country."}]
+            for c in ("France", "Japan", "Brazil")]
+    values = llm.chat_json(asks, schema, GenerationParams(max_tokens=48))
+    assert all(isinstance(v, dict) and {"city", "country"} <= set(v) for [v] in values)
+    assert llm.usage.json_failed == 0 and llm.usage.json_reasked == 0
+    assert backend._learned_mode == "json_object"  # llama-cpp-python: a grammar from the schema

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 
+_INHERITED: list = []  # connections a forked child inherited: kept referenced so they are never closed there
+
+
 def default_cache_path() -> Path:
     root = os.environ.get("DATAFLYWHEEL_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dataflywheel", "calls.sqlite")
@@ -27,24 +30,53 @@ def cache_key(model: str, method: str, payload: Any, params: Any) -> str:
 
 
 class CallCache:
-    """Key -> JSON value store shared by every model and process."""
+    """Key -> JSON value store shared by every model and process.
+
+    One SQLite connection per thread and process, opened lazily; a connection opened in a parent process
+    is never used (nor closed) in a forked child. Pickles as its path."""
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else default_cache_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
+        self._reset()
         with self._connect() as db:
             db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, model TEXT, method TEXT, "
                        "value TEXT NOT NULL, created REAL NOT NULL)")
 
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
     def _connect(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():  # forked: the parent's connections stay untouched
+            _INHERITED.extend(self._opened)
+            self._reset()
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
+            with self._lock:
+                self._opened.append(db)
         return db
+
+    def close(self) -> None:
+        """Close this process's connections (the next call reopens one)."""
+        if self._pid == os.getpid():
+            with self._lock:
+                for db in self._opened:
+                    db.close()
+        self._reset()
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.path = state["path"]
+        self._reset()
 
     def get_many(self, keys: list[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}

@@ -7,7 +7,10 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from dataflywheel.models.errors import ModelFeatureError
+
 Conversation = list[dict]
+__all__ = ["LLM", "Conversation", "Embedder", "GenerationParams", "ModelFeatureError"]
 
 
 class GenerationParams(BaseModel):
@@ -21,15 +24,13 @@ class GenerationParams(BaseModel):
     n: int = Field(default=1, ge=1)
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    json_schema: dict | None = None
+    """Constrain the answer to this JSON schema where the backend can (guided decoding, grammar)."""
 
     @property
     def cacheable(self) -> bool:
         """Greedy or seeded sampling gives the same answer again; unseeded sampling must not be cached."""
         return self.temperature == 0.0 or self.seed is not None
-
-
-class ModelFeatureError(RuntimeError):
-    """The backend or server cannot do what was asked (e.g. no logprobs); the message says what to use."""
 
 
 @runtime_checkable

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Literal
 
@@ -9,33 +10,57 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dataflywheel.models.cache import CallCache
 from dataflywheel.models.cached import CachedEmbedder, CachedLLM
+from dataflywheel.models.usage import Budget
 
 # Options that change how fast a model answers, never what it answers: not part of cache keys.
-_SPEED_OPTIONS = {"batch_size", "batch_tokens", "threads", "concurrency", "timeout", "max_retries", "device",
-                  "show_progress", "api_key_env", "base_url", "backoff", "gpu_memory_utilization"}
+_SPEED_OPTIONS = {"batch_size", "batch_tokens", "threads", "concurrency", "max_concurrency", "timeout",
+                  "max_retries", "device", "show_progress", "api_key_env", "base_url", "backoff",
+                  "gpu_memory_utilization", "max_consecutive_failures", "rate_limit_patience", "structured",
+                  "server_n", "chat_template_from"}
 DEFAULT_LLM = {"backend": "transformers", "model": "smollm2"}
 DEFAULT_EMBEDDER = {"backend": "sentence-transformers", "model": "minilm"}
 
 
+class Price(BaseModel):
+    """Cost per 1000 tokens (any currency; the ledger's ``cost`` is in the same unit)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_per_1k: float = Field(default=0.0, ge=0.0)
+    completion_per_1k: float = Field(default=0.0, ge=0.0)
+
+
 class ModelSpec(BaseModel):
-    """One model: which backend, which weights, and backend options (passed through)."""
+    """One model: which backend, which weights, backend options (passed through), and its price."""
 
     model_config = ConfigDict(extra="forbid")
 
     backend: Literal["transformers", "openai", "vllm", "sentence-transformers", "openai-embeddings"] = "transformers"
     model: str = "smollm2"
     options: dict[str, Any] = Field(default_factory=dict)
+    price: Price | None = None
 
     def cache_name(self) -> str:
-        """Identity of the outputs: backend, weights and the options that change answers (not speed knobs)."""
+        """Identity of the outputs: backend, endpoint, weights and the options that change answers (not speed
+        knobs). The endpoint is the one the client will call, also when it comes from $OPENAI_BASE_URL."""
         relevant = {k: v for k, v in sorted(self.options.items()) if k not in _SPEED_OPTIONS}
         suffix = json.dumps(relevant, sort_keys=True, separators=(",", ":")) if relevant else ""
-        base_url = self.options.get("base_url") or ""
+        base_url = ""
+        if self.backend in ("openai", "openai-embeddings"):
+            from dataflywheel.models.openai_client import resolve_base_url
+            base_url = resolve_base_url(self.options.get("base_url"))
         return ":".join(p for p in (self.backend, base_url, self.model, suffix) if p)
 
     @property
     def is_embedder(self) -> bool:
         return self.backend in ("sentence-transformers", "openai-embeddings")
+
+    @property
+    def tokenizer_source(self) -> str | None:
+        """A tokenizer that formats and counts for this model without loading it (None: none known)."""
+        if self.backend in ("transformers", "vllm"):
+            return self.model
+        return self.options.get("chat_template_from") if self.backend == "openai" else None
 
 
 def build_model(spec: ModelSpec, quiet: bool = False):
@@ -61,13 +86,19 @@ def build_model(spec: ModelSpec, quiet: bool = False):
 
 
 class ModelRegistry:
-    """Roles -> cached models. Roles not named fall back to the bundled defaults ('embedder' -> MiniLM)."""
+    """Roles -> cached models. Roles not named fall back to the bundled defaults ('embedder' -> MiniLM).
+
+    ``budget`` (shared by every model) stops new calls once spent (BudgetExceededError); ``dry_run`` sends
+    no LLM call and counts what would be sent, tokens estimated. Picklable: models rebuild lazily where
+    unpickled."""
 
     def __init__(self, specs: dict[str, dict | ModelSpec] | None = None, cache: CallCache | None = None,
-                 quiet: bool = False):
+                 quiet: bool = False, *, budget: Budget | None = None, dry_run: bool = False):
         self.specs = {role: ModelSpec.model_validate(spec) for role, spec in (specs or {}).items()}
         self.cache = cache
         self.quiet = quiet
+        self.budget = budget
+        self.dry_run = dry_run
         self._built: dict[str, Any] = {}
 
     def spec(self, role: str, embedder: bool = False) -> ModelSpec:
@@ -82,8 +113,14 @@ class ModelRegistry:
             raise ValueError(f"model role {role!r} is a {spec.backend} model, but the operator needs {kind}")
         key = spec.model_dump_json()
         if key not in self._built:
-            wrapper = CachedEmbedder if embedder else CachedLLM
-            self._built[key] = wrapper(lambda: build_model(spec, self.quiet), self.cache, spec.cache_name())
+            price = (spec.price.prompt_per_1k, spec.price.completion_per_1k) if spec.price else None
+            if embedder:
+                self._built[key] = CachedEmbedder(functools.partial(build_model, spec, self.quiet), self.cache,
+                                                  spec.cache_name(), price=price, budget=self.budget)
+            else:
+                self._built[key] = CachedLLM(functools.partial(build_model, spec, self.quiet), self.cache,
+                                             spec.cache_name(), price=price, budget=self.budget,
+                                             tokenizer=spec.tokenizer_source, dry_run=self.dry_run)
         return self._built[key]
 
     def llm(self, role: str = "default") -> CachedLLM:
@@ -92,6 +129,23 @@ class ModelRegistry:
     def embedder(self, role: str = "embedder") -> CachedEmbedder:
         return self._get(role, embedder=True)
 
+    def trainable(self, role: str = "default"):
+        """A new, unshared, uncached transformers backend for the role (safe to add LoRA to)."""
+        spec = self.spec(role)
+        if spec.backend != "transformers":
+            raise ValueError(f"model role {role!r} uses the {spec.backend} backend; training needs a local "
+                             "'transformers' model (set backend: transformers for this role)")
+        return build_model(spec, self.quiet)
+
     def usage(self) -> dict[str, dict]:
-        """Per model name: calls, cache hits, tokens, seconds so far."""
+        """Per model name: flat counters (calls, cache_hits, failures, prompt/completion tokens, cost, seconds,
+        retries, rate_limited, timeouts, backoffs, waited_seconds, json_*) and the gauges concurrency and
+        concurrency_min."""
         return {model.name: model.usage.as_dict() for model in self._built.values()}
+
+    def close(self) -> None:
+        """Close HTTP clients and the cache's connections (all reopen lazily if used again)."""
+        for model in self._built.values():
+            model.close()
+        if self.cache is not None:
+            self.cache.close()

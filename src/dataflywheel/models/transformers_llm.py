@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Any, Iterator
 
 from dataflywheel.models.bundled import SMOLLM2, resolve_llm_path
-from dataflywheel.models.cached import Usage
 from dataflywheel.models.llm import Conversation, GenerationParams
+from dataflywheel.models.usage import Usage
 
 _LOGIT_CHUNK = 1024  # positions projected to the vocabulary at once (bounds memory)
 
@@ -92,7 +92,12 @@ class TransformersLLM:
         for row, seq in enumerate(sequences):
             ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             mask[row, : len(seq)] = 1
-        return self.model.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
+        body = self.model.base_model  # LlamaForCausalLM.model, GPT2LMHeadModel.transformer, ...
+        return body(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
+
+    def _head(self, hidden):
+        """Vocabulary logits of hidden states (the model's output embedding, whatever it is called)."""
+        return self.model.get_output_embeddings()(hidden)
 
     def logprobs(self, prefixes: list[str], continuations: list[str]) -> list[list[float]]:
         """Per-token log-probabilities of each continuation (batched by length, right-padded)."""
@@ -115,7 +120,7 @@ class TransformersLLM:
                 target = torch.tensor(targets, dtype=torch.long, device=self.device)
                 values = []
                 for s in range(0, len(targets), _LOGIT_CHUNK):
-                    logits = self.model.lm_head(picked[s:s + _LOGIT_CHUNK]).float()
+                    logits = self._head(picked[s:s + _LOGIT_CHUNK]).float()
                     values.append(torch.log_softmax(logits, -1).gather(1, target[s:s + _LOGIT_CHUNK, None])[:, 0])
                 flat = torch.cat(values).tolist() if values else []
                 offset = 0
@@ -123,7 +128,7 @@ class TransformersLLM:
                     count = lengths[i] - pairs[i][1]
                     results[i] = flat[offset: offset + count]
                     offset += count
-                self.usage.prompt_tokens += sum(lengths[i] for i in batch)
+                self.usage.count_tokens(prompt=sum(lengths[i] for i in batch))
         return results
 
     def top_logprobs(self, prefixes: list[str], k: int = 20) -> list[dict[str, float]]:
@@ -137,7 +142,7 @@ class TransformersLLM:
             for batch in _batches(order, lengths, self.batch_tokens, self.batch_size):
                 hidden = self._hidden([encoded[i] for i in batch])
                 last = hidden[torch.arange(len(batch)), torch.tensor([lengths[i] - 1 for i in batch])]
-                logprobs = torch.log_softmax(self.model.lm_head(last).float(), -1)
+                logprobs = torch.log_softmax(self._head(last).float(), -1)
                 top = torch.topk(logprobs, k, dim=-1)
                 for row, i in enumerate(batch):
                     tokens = self.tokenizer.convert_ids_to_tokens(top.indices[row].tolist())
@@ -145,7 +150,7 @@ class TransformersLLM:
                     results[i] = {}
                     for token, value in zip(text, top.values[row].tolist()):
                         results[i].setdefault(token, value)
-                self.usage.prompt_tokens += sum(lengths[i] for i in batch)
+                self.usage.count_tokens(prompt=sum(lengths[i] for i in batch))
         return results
 
     def chat_top_logprobs(self, conversations: list[Conversation], k: int = 20) -> list[dict[str, float]]:
@@ -154,13 +159,12 @@ class TransformersLLM:
 
     # ---- generation -----------------------------------------------------------------------------
 
-    def complete(self, prompts: list[str], params: GenerationParams) -> list[list[str]]:
-        """Raw continuations, batched with left padding; ``params.n`` per prompt."""
+    def complete_each(self, prompts: list[str], params: GenerationParams) -> Iterator[tuple[int, Any]]:
+        """Raw continuations, ``params.n`` per prompt, yielded batch by batch (left padding, sorted by length)."""
         torch = self.torch
         tokenizer = self.tokenizer
         encoded = [self._encode(p)[-(self.max_length - params.max_tokens):] for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-        results: list[list[str]] = [[] for _ in prompts]
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
             width = max(len(encoded[i]) for i in batch)
@@ -179,14 +183,25 @@ class TransformersLLM:
                     temperature=params.temperature if sampling else None, top_p=params.top_p if sampling else None,
                     top_k=None, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
             new = out[:, width:]
+            completion = 0
             for row, i in enumerate(batch):
+                texts = []
                 for seq in new[row * params.n:(row + 1) * params.n]:
                     tokens = [t for t in seq.tolist() if t != tokenizer.pad_token_id]
                     if tokenizer.eos_token_id in tokens:
                         tokens = tokens[: tokens.index(tokenizer.eos_token_id)]
-                    self.usage.completion_tokens += len(tokens)
-                    results[i].append(_cut_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), params.stop))
-            self.usage.prompt_tokens += sum(len(encoded[i]) for i in batch)
+                    completion += len(tokens)
+                    texts.append(_cut_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), params.stop))
+                yield i, texts
+            self.usage.count_tokens(prompt=sum(len(encoded[i]) for i in batch), completion=completion)
+
+    def chat_each(self, conversations: list[Conversation], params: GenerationParams) -> Iterator[tuple[int, Any]]:
+        return self.complete_each([self.format_chat(c) for c in conversations], params)
+
+    def complete(self, prompts: list[str], params: GenerationParams) -> list[list[str]]:
+        results: list[list[str]] = [[] for _ in prompts]
+        for i, texts in self.complete_each(prompts, params):
+            results[i] = texts
         return results
 
     def chat(self, conversations: list[Conversation], params: GenerationParams) -> list[list[str]]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataflywheel.models.bundled import SMOLLM2, resolve_llm_path
-from dataflywheel.models.cached import Usage
 from dataflywheel.models.llm import Conversation, GenerationParams, ModelFeatureError
+from dataflywheel.models.usage import Usage
 
 
 class VLLMLLM:
@@ -24,8 +24,16 @@ class VLLMLLM:
         self.usage = Usage()
 
     def _sampling(self, params: GenerationParams):
+        extra = {}
+        if params.json_schema is not None:  # guided decoding: the answer always parses
+            sampling_params = self._vllm.sampling_params
+            if hasattr(sampling_params, "StructuredOutputsParams"):  # vLLM >= 0.11
+                extra["structured_outputs"] = sampling_params.StructuredOutputsParams(json=params.json_schema)
+            else:
+                extra["guided_decoding"] = sampling_params.GuidedDecodingParams(json=params.json_schema)
         return self._vllm.SamplingParams(max_tokens=params.max_tokens, temperature=params.temperature,
-                                         top_p=params.top_p, n=params.n, seed=params.seed, stop=list(params.stop))
+                                         top_p=params.top_p, n=params.n, seed=params.seed, stop=list(params.stop),
+                                         **extra)
 
     def format_chat(self, conversation: Conversation, add_generation_prompt: bool = True) -> str:
         return self.tokenizer.apply_chat_template(conversation, tokenize=False,
@@ -34,8 +42,7 @@ class VLLMLLM:
     def complete(self, prompts: list[str], params: GenerationParams) -> list[list[str]]:
         outputs = self.engine.generate(list(prompts), self._sampling(params), use_tqdm=False)
         for out in outputs:
-            self.usage.prompt_tokens += len(out.prompt_token_ids)
-            self.usage.completion_tokens += sum(len(o.token_ids) for o in out.outputs)
+            self.usage.count_tokens(len(out.prompt_token_ids), sum(len(o.token_ids) for o in out.outputs))
         return [[o.text for o in out.outputs] for out in outputs]
 
     def chat(self, conversations: list[Conversation], params: GenerationParams) -> list[list[str]]:
@@ -53,7 +60,7 @@ class VLLMLLM:
             ids = head + tail
             per_token = out.prompt_logprobs
             results.append([per_token[j][ids[j]].logprob for j in range(len(head), len(ids))])
-            self.usage.prompt_tokens += len(ids)
+            self.usage.count_tokens(len(ids))
         return results
 
     def top_logprobs(self, prefixes: list[str], k: int = 20) -> list[dict[str, float]]:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dataflywheel.models.errors import ModelFeatureError, ModelRequestError
 from dataflywheel.models.llm import GenerationParams
+from dataflywheel.prompts import render_file
 from dataflywheel.records import instruction_text, prompt_turns, response_text
 
 PAIRWISE = Path(__file__).with_name("prompts") / "pairwise.txt"
@@ -47,14 +49,14 @@ def answers(llm, records: list[dict], max_tokens: int = 256) -> list[str]:
 
 
 def _verdict(judge, instruction: str, first: str, second: str) -> str | None:
-    prompt = PAIRWISE.read_text(encoding="utf-8").format(instruction=instruction, a=first, b=second)
+    prompt = render_file(PAIRWISE, instruction=instruction, a=first, b=second)
     conversation = [{"role": "user", "content": prompt}]
     try:
         [top] = judge.chat_top_logprobs([conversation], 20)
         p = {letter: sum(math.exp(v) for t, v in top.items() if t.strip() == letter) for letter in "AB"}
         if p["A"] + p["B"] > 0:
             return "A" if p["A"] >= p["B"] else "B"
-    except Exception:  # noqa: BLE001 - servers without logprobs fall back to reading the answer
+    except (ModelFeatureError, ModelRequestError):  # no logprobs (or refused): read the answer; fatal errors stop
         pass
     [[text]] = judge.chat([conversation], GenerationParams(max_tokens=4))
     text = text.strip().upper()

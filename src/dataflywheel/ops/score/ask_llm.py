@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dataflywheel.ops.base import OpConfig, Scorer
 from dataflywheel.ops.registry import register
+from dataflywheel.prompts import render_file
 from dataflywheel.records import conversation_text
 
 PROMPT = Path(__file__).with_name("prompts") / "ask_llm.txt"
@@ -33,8 +34,7 @@ class AskLLMScorer(Scorer):
     Config = AskLLMConfig
 
     def score_batch(self, records: list[dict]) -> list[float]:
-        template = PROMPT.read_text(encoding="utf-8")
-        conversations = [[{"role": "user", "content": template.format(text=conversation_text(r))}] for r in records]
+        conversations = [[{"role": "user", "content": render_file(PROMPT, text=conversation_text(r))}] for r in records]
         scores = [p_yes(top) for top in self.context.models.llm(self.config.model).chat_top_logprobs(conversations, 20)]
         missing = sum(math.isnan(s) for s in scores)
         if missing:

@@ -13,6 +13,7 @@ from typing import Literal
 from dataflywheel.models.llm import GenerationParams, ModelFeatureError
 from dataflywheel.ops.base import OpConfig, Scorer
 from dataflywheel.ops.registry import register
+from dataflywheel.prompts import render_file
 from dataflywheel.records import instruction_text, response_text
 
 PROMPTS = Path(__file__).with_name("prompts")
@@ -61,9 +62,9 @@ class JudgeScorer(Scorer):
         return self.config.score_name or f"judge.{self.config.rubric}"
 
     def _conversations(self, records: list[dict]) -> list[list[dict]]:
-        template = (PROMPTS / f"{self.config.rubric}.txt").read_text(encoding="utf-8")
-        return [[{"role": "user", "content": template.format(instruction=instruction_text(r),
-                                                               response=response_text(r))}] for r in records]
+        template = PROMPTS / f"{self.config.rubric}.txt"
+        return [[{"role": "user", "content": render_file(template, instruction=instruction_text(r),
+                                                         response=response_text(r))}] for r in records]
 
     def score_batch(self, records: list[dict]) -> list[float]:
         llm = self.context.models.llm(self.config.model)
