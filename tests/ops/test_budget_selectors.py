@@ -75,3 +75,44 @@ def test_embedding_scores_are_written_and_drop_nothing(tmp_path):
     assert all({"density", "centroid_distance"} <= set(r["scores"]) for r in rows)
     # four answers share each instruction: their instruction embeddings are identical, so densities are high
     assert max(r["scores"]["density"] for r in rows) > min(r["scores"]["density"] for r in rows)
+
+
+class _FixedEmbedder:
+    """Two tight groups of records: 'a...' texts near e1, 'b...' texts near e2."""
+
+    def embed(self, texts):
+        rows = np.array([[1.0, 0.05 * i, 0.0] if t.startswith("a") else [0.0, 0.05 * i, 1.0]
+                         for i, t in enumerate(texts)], dtype=np.float32)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+class _Models:
+    def embedder(self, role):
+        return _FixedEmbedder()
+
+
+def grouped(n_a, n_b, **scores):
+    texts = [f"a{i}" for i in range(n_a)] + [f"b{i}" for i in range(n_b)]
+    return [make_record([{"role": "user", "content": t}, {"role": "assistant", "content": "x"}],
+                        scores={k: v[i] for k, v in scores.items()}) for i, t in enumerate(texts)]
+
+
+def test_facility_location_represents_both_groups_and_narrows_by_score():
+    records = grouped(12, 4, ifd=[0.9] * 12 + [0.1] * 4)
+    context = OpContext(models=_Models())
+    cls = get_operator("select.facility_location")
+    plain = cls(cls.Config(count=2, field="instruction"), context).select(lambda: iter([records]))
+    kept = sorted(set(range(16)) - set(plain.rejected))
+    assert len(kept) == 2 and kept[0] < 12 <= kept[1]
+    top = cls(cls.Config(count=2, field="instruction", score="ifd", score_fraction=0.5), context)
+    kept = sorted(set(range(16)) - set(top.select(lambda: iter([records])).rejected))
+    assert len(kept) == 2 and max(kept) < 12  # only the top half by ifd (all 'a') were candidates
+
+
+def test_cluster_proportional_operator():
+    records = grouped(12, 4)
+    cls = get_operator("select.cluster_proportional")
+    selection = cls(cls.Config(count=8, n_clusters=2, field="instruction"), OpContext(models=_Models())).select(
+        lambda: iter([records]))
+    kept = sorted(set(range(16)) - set(selection.rejected))
+    assert sum(i < 12 for i in kept) == 6 and sum(i >= 12 for i in kept) == 2

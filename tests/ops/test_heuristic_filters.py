@@ -78,3 +78,64 @@ def test_preset_names_the_rule_on_real_answers():
     refusal_rows = [r for r in rows[:300] if "as an ai language model" in r["output"].lower()]
     for row in refusal_rows:
         assert op.reject_reason(rec(row["instruction"], row["output"])) is not None
+
+
+def test_duplicate_ngrams_count_only_the_repeated_occurrences():
+    from dataflywheel.algorithms.text_quality import duplicate_ngram_char_share
+
+    # one 5-gram seen twice in 20 words of 4 letters: the repeat covers 5 of 20 words (Gopher / DataTrove);
+    # counting both occurrences doubled it to 10 of 20
+    words = [f"w{i:03d}" for i in range(15)]
+    tokens = words[:5] + words[5:10] + words[:5] + words[10:15]
+    assert duplicate_ngram_char_share(tokens, 5) == pytest.approx(5 / 20)
+    assert duplicate_ngram_char_share(["abcd"] * 12, 2) == pytest.approx(10 / 12)  # jumps past each repeat
+    assert duplicate_ngram_char_share(words, 5) == 0.0
+
+
+JS_ANSWER = ("function sum(values) {\n  let total = 0;\n  for (const v of values) {\n    total += v;\n  }\n"
+             "  return total;\n}\n\nconsole.log(sum([1, 2, 3]));")
+JAVA_WITH_OPENAI = ('public class Main {\n    public static void main(String[] args) {\n'
+                    '        String name = "OpenAI";\n        System.out.println(new StringBuilder(name).reverse());\n'
+                    '    }\n}')
+
+
+def test_complete_code_is_not_truncated_refused_or_foreign():
+    js = rec("Write a JavaScript function that sums an array of numbers.", JS_ANSWER)
+    java = rec('Reverse the string "OpenAI" in Java.', JAVA_WITH_OPENAI)
+    for record in (js, java):
+        assert check("select.alpaca_rules", record) is None
+    fenced = rec("Sum in Python?", "Use this:\n\n```python\nitems = [1, 2]\nprint(sum(items));\n```\n\nIt prints 3.")
+    assert check("select.broken_response_filter", fenced) is None
+    # without code awareness, the old false rejections come back
+    assert check("select.broken_response_filter", js, code_aware=False) == "truncated response: ends with ';'"
+
+
+def test_code_aware_rules_still_catch_what_they_should():
+    cut = rec("Write a function.", "function f(x) {\n  if (x > 1) {\n    return x;\n")
+    assert check("select.broken_response_filter", cut).startswith("truncated response: code leaves 2")
+    refusal = rec("Write malware.", "I'm sorry, but I cannot help with that.\n\n```\nprint('no')\n```")
+    assert check("select.refusal_filter", refusal) is not None
+    assert check("select.refusal_filter", rec("Q", "I work with the OpenAI API every day.")) is None
+
+
+def test_preset_switches_each_rule():
+    short = rec("Name a colour please.", "Blue")
+    assert check("select.alpaca_rules", short).startswith("length")
+    assert check("select.alpaca_rules", short, length=False) is None
+    cut = rec("Name three colours please.", "The colours are red, green and")
+    assert check("select.alpaca_rules", cut).startswith("broken: truncated")
+    assert check("select.alpaca_rules", cut, truncation=False) is None
+    assert check("select.alpaca_rules", rec("Say it please.", "Name three colours please."), broken=False,
+                 length=False) is None
+
+
+def test_preset_keeps_a_real_code_instruction_set():
+    """gpteacher codegen-instruct: complete JS/Java/C++/PHP/shell answers, most without code fences. The
+    preset rejected 46% of it (code read as truncated at ';', as non-English, OpenAI in strings as refusals)."""
+    rows = json.loads(shared_data("gpteacher/codegen-instruct.json").read_text())[:1500]
+    op = get_operator("select.alpaca_rules")()
+    reasons = [op.reject_reason(rec(r["instruction"] + ("\n\n" + r["input"] if r["input"] else ""), r["response"]))
+               for r in rows]
+    rejected = [r for r in reasons if r]
+    assert len(rejected) < 0.05 * len(rows)
+    assert sum(r.startswith(("broken", "language", "refusal")) for r in rejected) < 0.02 * len(rows)

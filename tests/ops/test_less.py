@@ -67,10 +67,9 @@ def test_less_follows_an_alpaca_eval_category(tmp_path):
     """Target = 8 vicuna instructions with GPT-4 Turbo's answers; pool = 24 of each of AlpacaEval's 5 source
     datasets (120). LESS keeps 24, where the base rate of each dataset is 4.8.
 
-    Measured with the bundled SmolLM2 (seed 0, 128 tokens, defaults otherwise): vicuna 8, helpful_base 5,
-    selfinstruct 5, koala 3, oasst 3. The signal is modest: with a 135M model the gradients of GPT-4 Turbo's
-    answers barely tell the other four datasets apart; vicuna's coding, math and
-    role-play questions stand out."""
+    The signal is modest: with a 135M model the gradients of GPT-4 Turbo's answers barely tell the other four
+    datasets apart; vicuna's coding, math and role-play questions stand out. Asserted: vicuna is kept above
+    its base rate, with a margin, over two seeds (not one measured count)."""
     import collections
     import json
 
@@ -91,13 +90,14 @@ def test_less_follows_an_alpaca_eval_category(tmp_path):
     target_file = tmp_path / "target.jsonl"
     write_records(target, target_file, "messages")
     op = get_operator("select.less")
-    selector = op(op.Config(target=str(target_file), count=24, max_length=128), OpContext(seed=0))
-    selection = selector.select(lambda: iter([pool]))
-    kept = [labels[i] for i in range(len(pool)) if i not in selection.rejected]
-    assert len(kept) == 24
-    counts = collections.Counter(kept)
-    assert counts.most_common(1)[0][0] == "vicuna"
-    assert counts["vicuna"] >= 7  # base rate 4.8
+    vicuna = []
+    for seed in (0, 1):
+        selector = op(op.Config(target=str(target_file), count=24, max_length=128), OpContext(seed=seed))
+        selection = selector.select(lambda: iter([pool]))
+        kept = [labels[i] for i in range(len(pool)) if i not in selection.rejected]
+        assert len(kept) == 24
+        vicuna.append(collections.Counter(kept)["vicuna"])
+    assert sum(vicuna) / 2 >= 4.8 + 1, vicuna  # base rate 4.8 of 24
 
 
 def test_less_score_is_the_best_task_mean_not_the_best_single_example():

@@ -102,3 +102,20 @@ def test_shingles_ignore_case_and_punctuation_and_sign_reproducibly():
     assert list(counts) == [2, 1, 1]
     first = signatures(flat, counts, 64, seed=3)
     assert np.array_equal(first, signatures(flat, counts, 64, seed=3)) and first.shape == (3, 64)
+
+
+def test_members_of_a_bucket_are_verified_with_each_other_not_only_with_the_first():
+    """Records 1 and 2 are near duplicates; both share one LSH bucket with record 0, which resembles neither.
+    Checked only against the bucket's first member (0), the 1-2 link was lost."""
+    from dataflywheel.algorithms.minhash import cluster
+
+    rng = np.random.default_rng(0)
+    bands, rows = 16, 8
+    sigs = rng.integers(0, 2**32, size=(3, bands * rows), dtype=np.uint64).astype(np.uint32)
+    sigs[1, :rows] = sigs[2, :rows] = sigs[0, :rows]  # band 0: one bucket for all three
+    sigs[2, rows:] = sigs[1, rows:]
+    sigs[2, rows::rows] += 1  # 1 and 2 differ by one value in every other band: a bucket only in band 0
+    found = cluster(sigs, 0.7, bands, rows)
+    assert found.labels[1] == found.labels[2] != found.labels[0]
+    exact = lambda left, right: np.array([0.9 if {a, b} == {1, 2} else 0.1 for a, b in zip(left, right)])  # noqa: E731
+    assert cluster(sigs, 0.7, bands, rows, verify=exact).labels.tolist().count(found.labels[1]) == 2

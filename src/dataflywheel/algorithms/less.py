@@ -70,23 +70,57 @@ def per_sample_losses(model, ids, mask, labels) -> torch.Tensor:
     return losses.sum(dim=1) / counts
 
 
+def epoch_batches(n: int, batch_size: int, epochs: int, seed: int = 0) -> list[list[int]]:
+    """Mini-batches of positions: one seeded permutation per epoch, so every example is seen once an epoch."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        batches += [order[start:start + batch_size].tolist() for start in range(0, n, batch_size)]
+    return batches
+
+
 def warm_up(model, tokenizer, examples, *, epochs: int = 1, lr: float = 2e-5, batch_size: int = 4,
-            max_length: int = 256, seed: int = 0) -> torch.optim.Optimizer:
-    """Train the LoRA weights on ``examples``; return the optimizer (its Adam moments precondition LESS)."""
+            max_length: int = 256, seed: int = 0, min_steps: int = 0,
+            on_epoch=None) -> torch.optim.Optimizer:
+    """Train the LoRA weights on ``examples``; return the optimizer (its Adam moments precondition LESS).
+
+    Every epoch visits every example once (one permutation per epoch). ``min_steps`` adds epochs until at
+    least that many optimizer steps were taken (a few steps leave Adam's moments near their zero start).
+    The learning rate decays linearly to zero, as in LESS; ``on_epoch(epoch, mean_lr)`` is called after
+    each epoch (to keep checkpoints, weighted by the epoch's mean learning rate as the paper does)."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr)
     encoded = _encode(tokenizer, examples, max_length)
-    order = np.random.default_rng(seed)
+    per_epoch = -(-len(encoded) // batch_size)
+    epochs = max(epochs, -(-min_steps // per_epoch) if per_epoch else epochs)
+    total = max(1, per_epoch * epochs)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total))
+    batches = epoch_batches(len(encoded), batch_size, epochs, seed)
     model.train()
-    for _ in range(epochs):
-        for start in range(0, len(encoded), batch_size):
-            chunk = [encoded[i] for i in order.permutation(len(encoded))[start:start + batch_size]]
-            loss = per_sample_losses(model, *_batch(chunk, tokenizer.pad_token_id)).mean()
+    for epoch in range(epochs):
+        rates = []
+        for rows in batches[epoch * per_epoch:(epoch + 1) * per_epoch]:
+            loss = per_sample_losses(model, *_batch([encoded[i] for i in rows], tokenizer.pad_token_id)).mean()
             loss.backward()
+            rates.append(optimizer.param_groups[0]["lr"])
             optimizer.step()
+            schedule.step()
             optimizer.zero_grad()
+        if on_epoch is not None:
+            model.eval()
+            on_epoch(epoch, float(np.mean(rates)) if rates else lr)
+            model.train()
     model.eval()
     return optimizer
+
+
+def lr_weighted(scores: list[np.ndarray], rates: list[float]) -> np.ndarray:
+    """LESS over several checkpoints: sum_i eta_i * score_i with the epochs' mean learning rates
+    renormalised to sum to 1."""
+    weights = np.asarray(rates, dtype=np.float64)
+    weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(rates), 1 / len(rates))
+    return sum(w * np.asarray(s, dtype=np.float64) for w, s in zip(weights, scores))
 
 
 class _GradientTap:

@@ -3,8 +3,10 @@
 Shingles are hashed to 64-bit values with polynomial prefix hashes over a whole batch of texts at once
 (no Python loop per word). Signatures come from rensa's Rust kernel fed with those hashes, or from
 numpy multiply-shift permutations ``(a * x + b) >> 32`` (a 2-universal family) with
-``np.minimum.reduceat``. Bands are hashed to 64-bit bucket keys; documents sharing a bucket are linked to
-the bucket's first member, links are verified, and clusters are the connected components.
+``np.minimum.reduceat``. Bands are hashed to 64-bit bucket keys. Every member of a bucket is verified
+against the bucket's first member; a member that fails is then verified against every other member of
+that bucket, so the verified links connect the same records as verifying all pairs of the bucket would
+(members that pass are already connected through the first). Clusters are the connected components.
 """
 
 from __future__ import annotations
@@ -205,26 +207,79 @@ def band_keys(sigs: np.ndarray, bands: int, rows: int, seed: int = 7) -> np.ndar
     return keys
 
 
+def _buckets(column: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order, bucket start in order, bucket size in order) of one band's keys: members sorted by bucket."""
+    order = np.argsort(column, kind="stable")
+    ordered = column[order]
+    new_bucket = np.ones(len(column), dtype=bool)
+    new_bucket[1:] = ordered[1:] != ordered[:-1]
+    starts = np.flatnonzero(new_bucket)
+    sizes = np.diff(np.append(starts, len(column)))
+    return order, np.repeat(starts, sizes), np.repeat(sizes, sizes)
+
+
 def candidate_links(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(member, head) pairs: every document linked to the first document of each bucket it shares."""
-    n, bands = keys.shape
     members, heads = [], []
-    for band in range(bands):
-        column = keys[:, band]
-        order = np.argsort(column, kind="stable")
-        ordered = column[order]
-        new_bucket = np.ones(n, dtype=bool)
-        new_bucket[1:] = ordered[1:] != ordered[:-1]
-        head_of = order[np.maximum.accumulate(np.where(new_bucket, np.arange(n), 0))]
-        linked = ~new_bucket
+    for band in range(keys.shape[1]):
+        order, start, _ = _buckets(keys[:, band])
+        linked = np.arange(len(order)) != start
         members.append(order[linked])
-        heads.append(head_of[linked])
-    return np.concatenate(members) if members else np.zeros(0, np.int64), np.concatenate(heads) if heads else np.zeros(0, np.int64)
+        heads.append(order[start[linked]])
+    return (np.concatenate(members) if members else np.zeros(0, np.int64),
+            np.concatenate(heads) if heads else np.zeros(0, np.int64))
 
 
-def estimated_jaccard(sigs: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Share of equal MinHash values: an unbiased estimate of the Jaccard similarity."""
-    return (sigs[left] == sigs[right]).mean(axis=1)
+def verified_links(keys: np.ndarray, similar, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(left, right, similarity) of the candidate pairs that reach ``threshold``.
+
+    First every member is checked against its bucket's first member; members that fail are checked
+    against every other member of that bucket, in every band where they failed."""
+    n, bands = keys.shape
+    buckets, members, heads, band_of, where = [], [], [], [], []
+    for band in range(bands):
+        order, start, size = _buckets(keys[:, band])
+        buckets.append((order, start, size))
+        linked = np.flatnonzero(np.arange(n) != start)
+        members.append(order[linked])
+        heads.append(order[start[linked]])
+        band_of.append(np.full(len(linked), band, dtype=np.int32))
+        where.append(linked)
+    members, heads = np.concatenate(members), np.concatenate(heads)
+    band_of, where = np.concatenate(band_of), np.concatenate(where)
+    low, high = np.minimum(members, heads).astype(np.int64), np.maximum(members, heads).astype(np.int64)
+    pairs, inverse = np.unique(low * n + high, return_inverse=True)
+    left, right = pairs // n, pairs % n
+    similarity = similar(left, right)
+    failed = similarity[inverse.ravel()] < threshold
+    more = []
+    for band in np.unique(band_of[failed]):
+        order, start, size = buckets[band]
+        positions = where[failed & (band_of == band)]
+        # each failed member against every member of its bucket but the first and itself
+        f_start, counts = start[positions], size[positions] - 1
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        others = np.repeat(f_start, counts) + 1 + offsets
+        mine = np.repeat(positions, counts)
+        keep = others != mine
+        a, b = order[mine[keep]].astype(np.int64), order[others[keep]].astype(np.int64)
+        more.append(np.minimum(a, b) * n + np.maximum(a, b))
+    if more:
+        extra = np.setdiff1d(np.concatenate(more), pairs)
+        if len(extra):
+            left, right = np.concatenate([left, extra // n]), np.concatenate([right, extra % n])
+            similarity = np.concatenate([similarity, similar(extra // n, extra % n)])
+    keep = similarity >= threshold
+    return left[keep], right[keep], similarity[keep]
+
+
+def estimated_jaccard(sigs: np.ndarray, left: np.ndarray, right: np.ndarray, block: int = 65536) -> np.ndarray:
+    """Share of equal MinHash values: an unbiased estimate of the Jaccard similarity (in blocks of pairs)."""
+    out = np.empty(len(left), dtype=np.float64)
+    for start in range(0, len(left), block):
+        stop = start + block
+        out[start:stop] = (sigs[left[start:stop]] == sigs[right[start:stop]]).mean(axis=1)
+    return out
 
 
 def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -243,18 +298,13 @@ class Clusters:
 
 
 def cluster(sigs: np.ndarray, threshold: float, bands: int, rows: int, verify: np.ndarray | None = None) -> Clusters:
-    """Connected components over LSH links whose similarity reaches ``threshold``.
+    """Connected components over LSH candidate pairs whose similarity reaches ``threshold``.
 
-    ``verify`` gives an exact similarity per (member, head) link when exact verification is wanted;
-    otherwise links are checked with the signature estimate."""
+    ``verify`` gives an exact similarity per (left, right) pair when exact verification is wanted;
+    otherwise pairs are checked with the signature estimate."""
     n = len(sigs)
-    members, heads = candidate_links(band_keys(sigs, bands, rows))
-    if len(members):
-        pairs = np.unique(members.astype(np.int64) * n + heads)
-        members, heads = pairs // n, pairs % n
-    similarity = verify(members, heads) if verify is not None else estimated_jaccard(sigs, members, heads)
-    keep = similarity >= threshold
-    members, heads, similarity = members[keep], heads[keep], similarity[keep]
+    similar = verify if verify is not None else (lambda a, b: estimated_jaccard(sigs, a, b))
+    members, heads, similarity = verified_links(band_keys(sigs, bands, rows), similar, threshold)
     graph = coo_matrix((np.ones(len(members), dtype=np.int8), (members, heads)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     return Clusters(labels=labels, members=members, heads=heads, similarity=similarity)

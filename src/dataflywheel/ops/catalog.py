@@ -2,5 +2,6 @@
 
 from dataflywheel.ops.enhance import normalize  # noqa: F401
 from dataflywheel.ops.select import (alpaca_rules, exact_dedup, heuristic_filters, language_filter,  # noqa: F401
-                                     budget_selectors, length_filter, less_select, minhash_dedup, semantic_dedup)
-from dataflywheel.ops.score import ask_llm, embedding_scores, ifd, judge  # noqa: F401
+                                     budget_selectors, length_filter, less_select, minhash_dedup, score_filters,
+                                     semantic_dedup)
+from dataflywheel.ops.score import ask_llm, deita, embedding_scores, ifd, judge, perplexity  # noqa: F401

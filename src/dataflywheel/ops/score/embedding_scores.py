@@ -16,7 +16,8 @@ class EmbeddingScoresConfig(OpConfig):
     field: TextField = "conversation"
     embedder: str = "embedder"
     k: int = Field(default=10, ge=1)
-    bandwidth: float = Field(default=0.1, gt=0.0)
+    bandwidth: float | None = Field(default=None, gt=0.0)
+    """Gaussian kernel width in cosine distance; null: the median distance to the k nearest neighbours."""
 
 
 @register
@@ -25,6 +26,7 @@ class EmbeddingScores(Selector):
 
     name = "score.embedding"
     Config = EmbeddingScoresConfig
+    produces = ("density", "centroid_distance")
 
     def select(self, scan) -> Selection:
         cfg = self.config

@@ -6,11 +6,12 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from dataflywheel.algorithms.semdedup import kmeans_labels
-from dataflywheel.algorithms.subset import (budget_size, cluster_balanced, deita_select, inverse_propensity_sample,
-                                            k_center_greedy, knn_density, rank_order, weighted_zscores)
+from dataflywheel.algorithms.subset import (budget_size, cluster_balanced, cluster_proportional, deita_select,
+                                            facility_location, inverse_propensity_sample, k_center_greedy, knn_density,
+                                            rank_order, weighted_zscores)
 from dataflywheel.ops.base import OpConfig, Selection, Selector
 from dataflywheel.ops.registry import register
-from dataflywheel.ops.select.embedding_scan import gather, keep_only, map_2d
+from dataflywheel.ops.select.embedding_scan import excluded_by_flags, gather, keep_only, map_2d
 from dataflywheel.records import TextField
 
 
@@ -26,6 +27,9 @@ class TopKConfig(BudgetConfig):
     """Score name -> weight. One score is used as is; several are z-scored, then summed with the weights."""
     threshold: float | None = None
     """Keep records whose (combined) score is >= threshold, instead of (or within) a count/fraction."""
+    exclude_flagged: bool = True
+    """Never pick a record whose ranked score carries a ``<score>.above_1`` flag (IFD > 1: the instruction
+    does not help; Cherry LLM drops these before ranking)."""
 
     @model_validator(mode="after")
     def _needs_scores(self):
@@ -43,7 +47,9 @@ class TopK(Selector):
 
     def select(self, scan) -> Selection:
         cfg = self.config
-        found = gather(scan, score_names=tuple(cfg.scores))
+        found = gather(scan, score_names=tuple(cfg.scores), op=self,
+                       flag_names=tuple(f"{s}.above_1" for s, w in cfg.scores.items() if w > 0) if cfg.exclude_flagged else ())
+        excluded = excluded_by_flags(found)
         if len(cfg.scores) == 1:
             [(name, weight)] = cfg.scores.items()
             combined = found.scores[name] * np.sign(weight)
@@ -51,8 +57,9 @@ class TopK(Selector):
             combined = weighted_zscores(found.scores, cfg.scores)
         n = len(found.ids)
         ranked = rank_order(combined)
-        order = ranked if cfg.threshold is None else np.array([i for i in ranked if combined[i] >= cfg.threshold],
-                                                                dtype=int)
+        order = ranked[~np.isin(ranked, list(excluded))] if excluded else ranked
+        if cfg.threshold is not None:
+            order = np.array([i for i in order if combined[i] >= cfg.threshold], dtype=int)
         size = len(order)
         if cfg.count is not None or cfg.fraction is not None:  # a fraction is of all records, not of those passing
             size = min(size, budget_size(n, cfg.count, cfg.fraction))
@@ -61,6 +68,9 @@ class TopK(Selector):
         selection = Selection()
         rank = {int(i): r for r, i in enumerate(ranked)}
         for i in keep_only(n, chosen, ""):
+            if i in excluded:
+                selection.rejected[i] = f"not selected: {excluded[i]}"
+                continue
             value = combined[i]
             why = (f"score {value:.4g} < threshold {cfg.threshold}" if cfg.threshold is not None and not value >= cfg.threshold
                    else f"rank {rank[i] + 1} of {n} by {label}, outside the budget of {len(chosen)}")
@@ -70,11 +80,14 @@ class TopK(Selector):
 
 class DeitaConfig(BudgetConfig):
     score: str = "deita"
-    """Score that orders the records (DEITA's evol score = complexity x quality, or any score)."""
+    """Score that orders the records: DEITA's evol score (``score.deita``: complexity x quality, summed
+    over turns), or any score."""
     tau: float = Field(default=0.9, gt=0.0, le=1.0)
     """Cosine similarity at or above which a record is too close to one already selected."""
     field: TextField = "conversation"
     embedder: str = "embedder"
+    exclude_flagged: bool = True
+    """Never pick a record whose score carries a ``<score>.above_1`` flag (IFD > 1)."""
 
 
 @register
@@ -86,15 +99,21 @@ class DeitaSelect(Selector):
 
     def select(self, scan) -> Selection:
         cfg = self.config
-        found = gather(scan, embedder=self.context.models.embedder(cfg.embedder), field=cfg.field,
-                       score_names=(cfg.score,))
+        found = gather(scan, score_names=(cfg.score,), op=self,
+                       flag_names=(f"{cfg.score}.above_1",) if cfg.exclude_flagged else ())
         n = len(found.ids)
         if n == 0:
             return Selection()
+        excluded = excluded_by_flags(found)
+        order = [int(i) for i in rank_order(found.scores[cfg.score]) if int(i) not in excluded]
+        # a second pass embeds, once the score is known to be there
+        embeddings = gather(scan, embedder=self.context.models.embedder(cfg.embedder), field=cfg.field).embeddings
         budget = budget_size(n, cfg.count, cfg.fraction)
-        chosen = deita_select(rank_order(found.scores[cfg.score]), found.embeddings, budget, cfg.tau)
-        return Selection(rejected=keep_only(n, chosen, f"not selected by DEITA (score {cfg.score}, tau {cfg.tau}, "
-                                                      f"budget {budget}): lower score or too similar to a kept record"))
+        chosen = deita_select(np.asarray(order, dtype=int), embeddings, budget, cfg.tau)
+        rejected = keep_only(n, chosen, f"not selected by DEITA (score {cfg.score}, tau {cfg.tau}, "
+                                        f"budget {budget}): lower score or too similar to a kept record")
+        rejected.update({i: f"not selected: {why}" for i, why in excluded.items()})
+        return Selection(rejected=rejected)
 
 
 class EmbeddingBudgetConfig(BudgetConfig):
@@ -153,9 +172,27 @@ class ClusterBalancedSelect(_EmbeddingBudgetSelector):
         return chosen, {i: {"cluster": int(label)} for i, label in enumerate(labels)}
 
 
+@register
+class ClusterProportionalSelect(_EmbeddingBudgetSelector):
+    """k-means on embeddings, then a random sample of every cluster in proportion to its size."""
+
+    name = "select.cluster_proportional"
+    Config = ClusterConfig
+    reason = "not drawn by proportional cluster sampling"
+
+    def choose(self, embeddings, budget):
+        labels, _ = kmeans_labels(embeddings, self.config.n_clusters, self.context.seed)
+        chosen = cluster_proportional(labels, budget, self.context.seed)
+        return chosen, {i: {"cluster": int(label)} for i, label in enumerate(labels)}
+
+
 class DensityConfig(EmbeddingBudgetConfig):
     k: int = Field(default=10, ge=1)
-    bandwidth: float = Field(default=0.1, gt=0.0)
+    bandwidth: float | None = Field(default=None, gt=0.0)
+    """Gaussian kernel width in cosine distance; null: the median distance to the k nearest neighbours."""
+    max_weight_ratio: float | None = Field(default=None, gt=1.0)
+    """Clip 1/density at this multiple of the smallest weight (the record's own kernel term already
+    bounds the ratio by k + 1)."""
 
 
 @register
@@ -167,6 +204,51 @@ class DensitySample(_EmbeddingBudgetSelector):
     reason = "not drawn by density sampling"
 
     def choose(self, embeddings, budget):
-        density = knn_density(embeddings, self.config.k, self.config.bandwidth)
-        chosen = inverse_propensity_sample(density, budget, self.context.seed)
+        cfg = self.config
+        density = knn_density(embeddings, cfg.k, cfg.bandwidth)
+        chosen = inverse_propensity_sample(density, budget, self.context.seed, cfg.max_weight_ratio)
         return chosen, {i: {"density": round(float(d), 6)} for i, d in enumerate(density)}
+
+
+class FacilityLocationConfig(EmbeddingBudgetConfig):
+    score: str | None = None
+    """Optional score (e.g. ``ifd``) that first narrows the candidates to its top ``score_fraction``
+    (Superfiltering.D: the top 20% by IFD, then facility location down to 2%)."""
+    score_fraction: float = Field(default=0.2, gt=0.0, le=1.0)
+    exclude_flagged: bool = True
+    """With ``score``: never pick a record whose score carries a ``<score>.above_1`` flag (IFD > 1)."""
+
+
+@register
+class FacilityLocationSelect(Selector):
+    """Facility location (Superfiltering.D): the subset that best represents every record, by lazy greedy."""
+
+    name = "select.facility_location"
+    Config = FacilityLocationConfig
+
+    def select(self, scan) -> Selection:
+        cfg = self.config
+        candidates, excluded = None, {}
+        if cfg.score is not None:
+            found = gather(scan, score_names=(cfg.score,), op=self,
+                           flag_names=(f"{cfg.score}.above_1",) if cfg.exclude_flagged else ())
+            excluded = excluded_by_flags(found)
+            ranked = [int(i) for i in rank_order(found.scores[cfg.score])
+                      if int(i) not in excluded and not np.isnan(found.scores[cfg.score][i])]
+            candidates = np.array(ranked[: budget_size(len(found.ids), None, cfg.score_fraction)], dtype=int)
+        found = gather(scan, embedder=self.context.models.embedder(cfg.embedder), field=cfg.field)
+        n = len(found.ids)
+        if n == 0:
+            return Selection()
+        budget = budget_size(n, cfg.count, cfg.fraction)
+        if candidates is None:
+            chosen = facility_location(found.embeddings, budget)
+        else:  # the ground set is the score's top share, as Superfiltering.D runs it
+            chosen = [int(candidates[i]) for i in facility_location(found.embeddings[candidates], budget)]
+        rejected = keep_only(n, chosen, f"not selected by facility location (budget {budget})")
+        if candidates is not None:
+            top = set(candidates.tolist())
+            rejected.update({i: f"not selected: outside the top {cfg.score_fraction:g} by {cfg.score}"
+                             for i in range(n) if i not in top})
+        rejected.update({i: f"not selected: {why}" for i, why in excluded.items()})
+        return Selection(rejected=rejected, meta=map_2d(found.embeddings))

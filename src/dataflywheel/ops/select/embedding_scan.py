@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dataflywheel.ops.select.score_check import check_scores
 from dataflywheel.records import text_of
 
 
@@ -14,21 +15,40 @@ class Gathered:
     ids: list[str]
     embeddings: np.ndarray | None
     scores: dict[str, np.ndarray]
+    flags: dict[str, np.ndarray] = None
 
 
-def gather(scan, *, embedder=None, field: str = "conversation", score_names: tuple[str, ...] = ()) -> Gathered:
-    """Stream the dataset once; embed ``field`` when an embedder is given; collect the named scores (NaN if absent)."""
+def gather(scan, *, embedder=None, field: str = "conversation", score_names: tuple[str, ...] = (),
+           op=None, flag_names: tuple[str, ...] = ()) -> Gathered:
+    """Stream the dataset once; embed ``field`` when an embedder is given; collect the named scores (NaN if
+    absent). With ``op``: a score no record has raises MissingScoreError, records without one are counted."""
     ids: list[str] = []
     blocks = []
-    values: dict[str, list[float]] = {name: [] for name in score_names}
+    values: dict[str, list[float]] = {name: [] for name in (*score_names, *flag_names)}
     for batch in scan():
         ids.extend(r["id"] for r in batch)
         if embedder is not None:
             blocks.append(embedder.embed([text_of(r, field) for r in batch]))
-        for name in score_names:
+        for name in values:
             values[name].extend(float(r.get("scores", {}).get(name, float("nan"))) for r in batch)
     embeddings = np.concatenate(blocks).astype(np.float32) if blocks else None
-    return Gathered(ids, embeddings, {k: np.asarray(v, dtype=np.float64) for k, v in values.items()})
+    scores = {k: np.asarray(values[k], dtype=np.float64) for k in score_names}
+    flags = {k: np.asarray(values[k], dtype=np.float64) for k in flag_names}
+    if op is not None:
+        for name, column in scores.items():
+            check_scores(op, name, int((~np.isnan(column)).sum()), len(column))
+    return Gathered(ids, embeddings, scores, flags)
+
+
+def excluded_by_flags(found: Gathered) -> dict[int, str]:
+    """Positions whose ``<score>.above_1`` flag is set, with the reason (IFD > 1: Cherry drops these)."""
+    out: dict[int, str] = {}
+    for name, column in (found.flags or {}).items():
+        score = name[: -len(".above_1")]
+        for i in np.flatnonzero(column > 0):
+            out.setdefault(int(i), f"{score} > 1 (the instruction does not help the model predict the answer; "
+                                   f"dropped before ranking, as Cherry LLM does)")
+    return out
 
 
 def keep_only(n: int, chosen: list[int], reason: str) -> dict[int, str]:

@@ -5,17 +5,25 @@ from __future__ import annotations
 from pydantic import Field
 
 from dataflywheel.algorithms.text_quality import (duplicate_line_shares, duplicate_ngram_char_share, non_alnum_share,
-                                                  top_ngram_char_share, truncation_sign, words)
+                                                  split_code, top_ngram_char_share, truncation_sign, words)
 from dataflywheel.ops.base import Filter, OpConfig
 from dataflywheel.ops.registry import register
 from dataflywheel.records import TextField, instruction_text, response_text, text_of
 from dataflywheel.text import dedup_key
 
 
+def prose_of(record: dict, field: str, code_aware: bool) -> str:
+    """The text a prose rule judges: without its code when ``code_aware``."""
+    text = text_of(record, field)
+    return split_code(text)[0] if code_aware else text
+
+
 class SymbolRatioConfig(OpConfig):
     field: TextField = "response"
     max_share: float = Field(default=0.5, ge=0.0, le=1.0)
-    """Largest share of characters that are neither alphanumeric nor whitespace (code stays well below 0.5)."""
+    """Largest share of characters that are neither alphanumeric nor whitespace."""
+    code_aware: bool = True
+    """Judge the prose only: fenced code blocks and unfenced lines that read as code are left out."""
 
 
 @register
@@ -26,7 +34,7 @@ class SymbolRatioFilter(Filter):
     Config = SymbolRatioConfig
 
     def reject_reason(self, record: dict) -> str | None:
-        share = non_alnum_share(text_of(record, self.config.field))
+        share = non_alnum_share(prose_of(record, self.config.field, self.config.code_aware))
         if share > self.config.max_share:
             return f"{self.config.field} is {share:.2f} symbols > {self.config.max_share}"
         return None
@@ -45,6 +53,8 @@ class RepetitionConfig(OpConfig):
     duplicate_ngram: dict[int, float] = Field(default_factory=lambda: dict(DUPLICATE_NGRAM))
     max_duplicate_lines: float = 0.3
     max_duplicate_line_chars: float = 0.2
+    code_aware: bool = True
+    """Judge only the prose (code repeats names and lines by nature); code blocks are left out."""
 
 
 @register
@@ -56,7 +66,7 @@ class RepetitionFilter(Filter):
 
     def reject_reason(self, record: dict) -> str | None:
         cfg = self.config
-        text = text_of(record, cfg.field)
+        text = prose_of(record, cfg.field, cfg.code_aware)
         tokens = words(text)
         if len(tokens) < cfg.min_words:
             return None
@@ -81,14 +91,19 @@ REFUSAL_PHRASES = [
     "i cannot fulfill", "i can't fulfill", "i cannot provide", "i can't provide", "i cannot assist", "i can't assist",
     "i'm sorry, but i cannot", "i'm sorry, but i can't", "i am sorry, but i cannot", "i am unable to",
     "i'm unable to", "i do not have the ability", "i don't have the ability", "i don't have personal",
-    "i do not have personal", "my knowledge cutoff", "as of my last update", "openai", "i'm not able to",
+    "i do not have personal", "my knowledge cutoff", "as of my last update", "i'm not able to",
+    "i was trained by openai", "i was created by openai", "i am an ai developed by", "i'm an ai developed by",
+    "as a large language model",
 ]
 
 
 class RefusalConfig(OpConfig):
     field: TextField = "response"
     phrases: list[str] = Field(default_factory=lambda: list(REFUSAL_PHRASES))
-    """Case-insensitive phrases; a response containing any of them is rejected."""
+    """Case-insensitive phrases; a response containing any of them is rejected (no bare product names:
+    code and prose about OpenAI's API are not refusals)."""
+    code_aware: bool = True
+    """Look for the phrases in the prose only (a string literal in code is not a refusal)."""
 
 
 @register
@@ -99,7 +114,7 @@ class RefusalFilter(Filter):
     Config = RefusalConfig
 
     def reject_reason(self, record: dict) -> str | None:
-        text = text_of(record, self.config.field).lower().replace("\u2019", "'")
+        text = prose_of(record, self.config.field, self.config.code_aware).lower().replace("\u2019", "'")
         for phrase in self.config.phrases:
             if phrase.lower() in text:
                 return f"{self.config.field} contains refusal/boilerplate phrase {phrase!r}"
@@ -108,6 +123,9 @@ class RefusalFilter(Filter):
 
 class BrokenResponseConfig(OpConfig):
     check_truncation: bool = True
+    code_aware: bool = True
+    """An answer that ends in code is truncated only if its code leaves brackets open (not by its last
+    character: ';' or '{' end complete code)."""
 
 
 @register
@@ -124,7 +142,7 @@ class BrokenResponseFilter(Filter):
         if dedup_key(response) == dedup_key(instruction_text(record)):
             return "response repeats the instruction"
         if self.config.check_truncation:
-            sign = truncation_sign(response)
+            sign = truncation_sign(response, self.config.code_aware)
             if sign:
                 return f"truncated response: {sign}"
         return None

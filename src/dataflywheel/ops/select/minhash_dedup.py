@@ -10,6 +10,7 @@ from pydantic import Field
 from dataflywheel.algorithms.minhash import batch_shingles, cluster, exact_jaccard, optimal_bands, signatures
 from dataflywheel.ops.base import OpConfig, Selection, Selector
 from dataflywheel.ops.registry import register
+from dataflywheel.ops.select.score_check import check_scores
 from dataflywheel.records import TextField, text_of
 
 
@@ -55,6 +56,8 @@ class MinHashDedup(Selector):
                 rank.extend(float(r.get("scores", {}).get(cfg.keep, float("-inf"))) for r in batch)
         if not ids:
             return Selection()
+        if rank:
+            check_scores(self, cfg.keep, int(np.isfinite(rank).sum()), len(rank))
         sigs = np.concatenate(blocks)
         bands, rows = optimal_bands(cfg.threshold, cfg.num_perm, 1 - cfg.fn_weight, cfg.fn_weight)
         verify = None
