@@ -36,9 +36,8 @@ def dataset_stats(path: str | Path, fmt: str | None = None, file_type: str | Non
         instruction_words.append(word_count(instruction_text(item)))
         response_words.append(word_count(response_text(item)))
         meta_keys.update(k for k in item["meta"] if k not in ("source", "alpaca"))
-        for name, value in (item["meta"].get("scores") or {}).items():
-            if isinstance(value, (int, float)):
-                scores.setdefault(name, []).append(float(value))
+        for name, value in item["scores"].items():
+            scores.setdefault(name, []).append(value)
     return {
         "path": str(path), "file_type": kind, "format": fmt or peek_format(path, kind), "records": records,
         "unreadable": sum(rejects.values()), "unreadable_reasons": dict(rejects), "preference_records": preference,

@@ -63,7 +63,7 @@ def run_recipe(tmp_path, input_path, steps=()):
 def test_run_completes_and_keeps_every_bad_row(tmp_path):
     executor, manifest = run_recipe(tmp_path, malformed_jsonl(tmp_path / "bad.jsonl"))
     assert manifest["status"] == "finished"
-    assert manifest["totals"] == {"read": 7, "output": 2, "rejected": 5, "generated": 0}
+    assert manifest["totals"] == {"read": 7, "output": 2, "rejected": 5, "generated": 0, "errors": 0}
     rejects = pq.read_table(executor.run_dir.rejects(0, "read")).to_pylist()
     assert sorted(r["source"] for r in rejects) == ["bad.jsonl:2", "bad.jsonl:3", "bad.jsonl:4", "bad.jsonl:5",
                                                    "bad.jsonl:7"]
