@@ -53,6 +53,8 @@ def run(
     resume: bool = typer.Option(False, "--resume", help="Continue a killed run from its last finished step."),
     force: bool = typer.Option(False, "--force", help="Start over in a run directory that already holds a run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Estimate model calls and tokens on a sample; send nothing."),
+    sample: int = typer.Option(20, "--sample", help="Records the dry run uses (its figures are scaled to the input)."),
 ) -> None:
     """Run a recipe: read, apply every step, write the output, rejects and manifest."""
     from dataflywheel.errors import FatalError
@@ -62,6 +64,9 @@ def run(
         parsed = load_recipe(recipe)
     except RecipeError as e:
         _fail(str(e))
+    if dry_run:
+        _print_estimate(parsed, sample, quiet)
+        return
     executor = LocalExecutor(parsed, output, quiet=quiet)
     try:
         manifest = executor.execute(resume=resume, force=force)
@@ -77,6 +82,21 @@ def run(
     out.print(f"rejected: {executor.run_dir.rejected}", highlight=False)
     out.print(f"manifest: {executor.run_dir.manifest_path}", highlight=False)
     out.print(f"report:   {manifest['report']}", highlight=False)
+
+
+def _print_estimate(recipe, sample: int, quiet: bool) -> None:
+    from dataflywheel.pipeline.dry_run import estimate
+
+    result = estimate(recipe, sample, quiet=True)
+    table = Table(title=f"dry run: {result['sample']} of {result['input_records']} input records, scaled "
+                        f"x{result['scale']} (no request sent; completion tokens are an upper bound)")
+    for column in ("step", "models", "calls", "cache hits", "prompt tokens", "completion tokens", "cost"):
+        table.add_column(column, justify="left" if column in ("step", "models") else "right")
+    for step in result["steps"] + [{"name": "total", "models": [], **result["totals"]}]:
+        table.add_row(escape(step["name"]), escape(", ".join(step["models"])), f"{step['calls']:.0f}",
+                      f"{step['cache_hits']:.0f}", f"{step['prompt_tokens']:.0f}", f"{step['completion_tokens']:.0f}",
+                      f"{step['cost']:.4g}")
+    out.print(table)
 
 
 @app.command()

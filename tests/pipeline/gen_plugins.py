@@ -145,3 +145,22 @@ class ShoutBatch(Mapper):
         return [{**r, "messages": r["messages"][:-1] + [{**r["messages"][-1],
                                                           "content": r["messages"][-1]["content"].upper()}]}
                 for r in records]
+
+
+class AskConfig(OpConfig):
+    model: str = "judge"
+    score_name: str = "answer_chars"
+
+
+@register
+class AskModel(Scorer):
+    """Asks the model about each instruction and scores the answer's length (a stand-in for any judge)."""
+
+    name = "test.ask_model"
+    Config = AskConfig
+
+    def score_batch(self, records):
+        llm = self.context.models.llm(self.config.model)
+        answers = llm.chat([[{"role": "user", "content": instruction_text(r)}] for r in records],
+                           GenerationParams(max_tokens=8))
+        return [float(len(a[0])) for a in answers]

@@ -18,7 +18,7 @@ from dataflywheel.ops.base import Filter, Generator, Mapper, PoolGenerator, Pool
 from dataflywheel.pipeline.apply import Item, apply_batch, apply_selection, generated_items
 from dataflywheel.pipeline.progress import StepProgress
 from dataflywheel.pipeline.recipe import Recipe
-from dataflywheel.pipeline.run import READ_STEP, Run, RunError, Step
+from dataflywheel.pipeline.run import READ_STEP, Run, RunError, Step, add_usage, usage_delta
 from dataflywheel.pipeline.run_dir import iter_checkpoint_rows
 from dataflywheel.pipeline.step_writer import StepWriter
 from dataflywheel.records import RecordError
@@ -42,6 +42,7 @@ class _Stage:
         self.step, self.writer, self.advance = step, writer, advance
         self.buffer: Rows = []
         self.seconds = 0.0
+        self.usage: dict = {}  # model usage of this step alone (the stream's steps share the models)
 
 
 class LocalEngine:
@@ -85,6 +86,7 @@ class LocalEngine:
     # ---- streamed steps --------------------------------------------------------------------------
 
     def _run_stream(self, run: Run, previous: Step | None, group: list[Step]) -> None:
+        self.models = run.models
         stages = []
         with self.progress.many([(s.name, run.step_record(previous.name)["out"] if previous else None)
                                  for s in group]) as advances:
@@ -105,7 +107,7 @@ class LocalEngine:
                     if step.op is not None:
                         step.op.teardown()
             for stage in stages:
-                run.finish_step(stage.step, stage.writer, stage.seconds)
+                run.finish_step(stage.step, stage.writer, stage.seconds, stage.usage)
 
     def _read(self, run: Run, stage: _Stage) -> Iterator[Rows]:
         """Reading as the first stage: books every record and unreadable row, yields the records."""
@@ -151,9 +153,11 @@ class LocalEngine:
     def _process(self, stages: list[_Stage], k: int, rows: Rows) -> None:
         stage = stages[k]
         started = time.perf_counter()
+        usage_before = self.models.usage()
         records = [r for r, _, _ in rows]
         items = apply_batch(stage.step.op, stage.step.name, records)
         kept = stage.writer.add(items, records, [o for _, o, _ in rows], [t for _, _, t in rows])
+        stage.usage = add_usage(stage.usage, usage_delta(usage_before, self.models.usage()))
         stage.seconds += time.perf_counter() - started
         stage.advance(len(rows))
         self._push(stages, k + 1, kept)
@@ -275,9 +279,9 @@ class LocalExecutor:
     """Runs a validated recipe in this process: a Run keeps the books, the LocalEngine moves the batches."""
 
     def __init__(self, recipe: Recipe, run_dir: str | Path | None = None, *, quiet: bool = False,
-                 data: Iterable[dict] | Any | None = None):
+                 data: Iterable[dict] | Any | None = None, dry_run: bool = False):
         self.recipe = recipe
-        self.books = Run(recipe, run_dir, quiet=quiet, data=data)
+        self.books = Run(recipe, run_dir, quiet=quiet, data=data, dry_run=dry_run)
         self.run_dir = self.books.dir
         self.quiet = quiet
 

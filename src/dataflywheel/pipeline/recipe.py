@@ -66,6 +66,13 @@ class OutputSpec(_Strict):
                 "with_lineage": self.with_lineage}
 
 
+class BudgetSpec(_Strict):
+    tokens: int | None = Field(default=None, ge=1)
+    """Prompt + completion tokens of fresh model calls (cache hits are free)."""
+    cost: float | None = Field(default=None, gt=0)
+    """Money, in the unit of the models' ``price`` (per 1k prompt / completion tokens)."""
+
+
 class StepSpec(_Strict):
     op: str
     name: str
@@ -87,11 +94,14 @@ class Recipe(_Strict):
     @classmethod
     def _cache_off(cls, value: Any) -> Any:
         return "off" if value is False else value  # YAML reads a bare `off` as false
+    max_budget: BudgetSpec | None = None
+    """Stop the run cleanly once fresh model calls have spent this much; raise it and ``--resume``."""
     steps: list[StepSpec] = Field(default_factory=list)
 
     def fingerprint(self) -> str:
-        """Hash of what decides the output (not the output location), to refuse resuming a changed recipe."""
-        decisive = self.model_dump(exclude={"output": {"dir"}})
+        """Hash of what decides the output (not the output location, not the budget), to refuse resuming a
+        changed recipe."""
+        decisive = self.model_dump(exclude={"output": {"dir"}, "max_budget": True})
         return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:16]
 
     def build_operators(self, context) -> list[Operator]:

@@ -19,6 +19,7 @@ from dataflywheel.io import ReadReject, read_records, read_rows, write_records
 from dataflywheel.io.files import detect_file_type_for_writing
 from dataflywheel.models.cache import CallCache
 from dataflywheel.models.registry import ModelRegistry
+from dataflywheel.models.usage import Budget
 from dataflywheel.ops.base import OpContext, Operator
 from dataflywheel.pipeline.recipe import Recipe
 from dataflywheel.pipeline.run_dir import InvariantError, RunDir, account, iter_checkpoint
@@ -63,17 +64,24 @@ class Run:
     ``data`` (rows or a ``datasets.Dataset``) replaces the recipe's ``input`` for runs from Python."""
 
     def __init__(self, recipe: Recipe, root: str | Path | None = None, *, quiet: bool = False,
-                 data: Iterable[dict] | Any | None = None):
+                 data: Iterable[dict] | Any | None = None, dry_run: bool = False):
         self.recipe = recipe
         self.dir = RunDir(root or recipe.output.dir)
         self.quiet = quiet
         self.data = data
-        cache = None if recipe.cache == "off" else CallCache(recipe.cache)
-        self.models = ModelRegistry(recipe.models, cache, quiet)
+        self.cache = None if recipe.cache == "off" else CallCache(recipe.cache)
+        self.dry_run = dry_run
+        self.models = self._registry()
         self.context = OpContext(seed=recipe.seed, models=self.models, quiet=quiet)
         self.manifest: dict = {}
         self._usage_before: dict = {}
         self._started = 0.0
+
+    def _registry(self, spent: dict | None = None) -> ModelRegistry:
+        limits = self.recipe.max_budget
+        budget = Budget(limits.tokens, limits.cost, (spent or {}).get("spent_tokens", 0),
+                        (spent or {}).get("spent_cost", 0.0)) if limits and not self.dry_run else None
+        return ModelRegistry(self.recipe.models, self.cache, self.quiet, budget=budget, dry_run=self.dry_run)
 
     # ---- start -----------------------------------------------------------------------------------
 
@@ -93,6 +101,9 @@ class Run:
             existing.update(status="running", resumed=existing.get("resumed", 0) + 1)
             existing.pop("error", None)
             self.manifest = existing
+            if existing.get("budget"):  # what the earlier attempts spent counts against the budget
+                self.models = self._registry(existing["budget"])
+                self.context.models = self.models
         elif existing and not force and existing.get("status") != "failed":
             raise RunError(f"{self.dir.root} already holds a run; pass --resume to continue it, --force to start "
                            "over, or --output for a new directory")
@@ -138,8 +149,10 @@ class Run:
         self._started = time.perf_counter()
         return StepWriter(self.dir, step.index, step.name, parts=parts)
 
-    def finish_step(self, step: Step, writer: StepWriter, seconds: float | None = None) -> dict:
-        """Commit the step's files and record it in the manifest."""
+    def finish_step(self, step: Step, writer: StepWriter, seconds: float | None = None,
+                    usage: dict | None = None) -> dict:
+        """Commit the step's files and record it in the manifest (``seconds``/``usage``: the step's own, when
+        the engine ran it interleaved with others)."""
         counts = writer.commit()
         op = step.op
         record = {"name": step.name, "op": op.name if op else "read", "kind": op.kind if op else "reader",
@@ -147,11 +160,17 @@ class Run:
                   "seconds": round(seconds if seconds is not None else time.perf_counter() - self._started, 3),
                   "checkpoint": str(self.checkpoint_of(step))}
         if op is not None:
-            record["models"] = _usage_delta(self._usage_before.pop(step.name, {}), self.models.usage())
+            before = self._usage_before.pop(step.name, {})
+            record["models"] = usage if usage is not None else usage_delta(before, self.models.usage())
             record["warnings"] = dict(op.counters)
         self.manifest["steps"] = [s for s in self.manifest["steps"] if s["name"] != step.name] + [record]
+        self._note_budget()
         self.dir.write_manifest(self.manifest)
         return record
+
+    def _note_budget(self) -> None:
+        if self.models.budget is not None:
+            self.manifest["budget"] = self.models.budget.as_dict()
 
     # ---- end -------------------------------------------------------------------------------------
 
@@ -162,6 +181,7 @@ class Run:
         stopped = isinstance(err, (FatalError, KeyboardInterrupt))
         self.manifest.update(status="stopped" if stopped else "failed", error=f"{type(err).__name__}: {err}",
                              ended=_now(), models=self.models.usage())
+        self._note_budget()
         try:
             self.dir.write_manifest(self.manifest)
         except OSError:
@@ -192,6 +212,7 @@ class Run:
                                      "rejected": sum(s["rejected"] for s in steps),
                                      "generated": sum(s.get("generated", 0) for s in steps),
                                      "errors": sum(s.get("errors", 0) for s in steps)})
+        self._note_budget()
         self.dir.write_manifest(self.manifest)
         if report:
             from dataflywheel.report import write_run_report
@@ -206,12 +227,27 @@ class Run:
             close()
 
 
-def _usage_delta(before: dict, after: dict) -> dict:
-    """Model usage of one step: per model, the growth of its numeric counters during the step."""
+GAUGES = ("concurrency", "concurrency_min")
+"""Usage values that are states, not counts: a step records where they ended."""
+
+
+def usage_delta(before: dict, after: dict) -> dict:
+    """Model usage of one step: per model, the growth of its counters during the step (and its gauges)."""
     delta = {}
     for model, counters in after.items():
         start = before.get(model, {})
-        grown = {k: round(v - start.get(k, 0), 3) for k, v in counters.items() if isinstance(v, (int, float))}
+        grown = {k: round(v - start.get(k, 0), 6 if k == "cost" else 3) for k, v in counters.items()
+                 if isinstance(v, (int, float)) and k not in GAUGES}
         if any(grown.values()):
-            delta[model] = grown
+            delta[model] = {**grown, **{k: counters[k] for k in GAUGES if k in counters}}
     return delta
+
+
+def add_usage(total: dict, delta: dict) -> dict:
+    """Per-model usage summed over batches (gauges: the latest value)."""
+    out = {model: dict(counters) for model, counters in total.items()}
+    for model, counters in delta.items():
+        into = out.setdefault(model, {})
+        for k, v in counters.items():
+            into[k] = v if k in GAUGES else round(into.get(k, 0) + v, 6 if k == "cost" else 3)
+    return out
