@@ -30,7 +30,7 @@ demo: install
 	$(BIN)/flywheel run examples/recipes/quickstart.yaml --force
 
 test: install-dev
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) runs
@@ -38,6 +38,6 @@ clean:
 # Peers for the benchmarks (Data-Juicer pins versions that conflict with ours: its own venv).
 .PHONY: bench-peers
 bench-peers: install
-	$(PIP) install --quiet datasketch rensa
+	$(PIP) install --quiet datasketch rensa openai
 	$(PYTHON) -m venv .venv-dj
 	.venv-dj/bin/python -m pip install --quiet torch==2.13.0 py-data-juicer aiohttp
