@@ -10,6 +10,7 @@ import numpy as np
 
 from dataflywheel.models.errors import ModelFeatureError, ModelRequestError
 from dataflywheel.models.llm import GenerationParams
+from dataflywheel.models.token_mass import label_mass, trusted
 from dataflywheel.prompts import render_file
 from dataflywheel.records import instruction_text, prompt_turns, response_text
 
@@ -53,9 +54,9 @@ def _verdict(judge, instruction: str, first: str, second: str) -> str | None:
     conversation = [{"role": "user", "content": prompt}]
     try:
         [top] = judge.chat_top_logprobs([conversation], 20)
-        p = {letter: sum(math.exp(v) for t, v in top.items() if t.strip() == letter) for letter in "AB"}
-        if p["A"] + p["B"] > 0:
-            return "A" if p["A"] >= p["B"] else "B"
+        p = label_mass(top, lambda token: token.strip() if token.strip() in ("A", "B") else None)
+        if trusted(p):
+            return "A" if p.get("A", 0.0) >= p.get("B", 0.0) else "B"
     except (ModelFeatureError, ModelRequestError):  # no logprobs (or refused): read the answer; fatal errors stop
         pass
     [[text]] = judge.chat([conversation], GenerationParams(max_tokens=4))

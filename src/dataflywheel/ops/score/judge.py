@@ -10,7 +10,10 @@ import re
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
+
 from dataflywheel.models.llm import GenerationParams, ModelFeatureError
+from dataflywheel.models.token_mass import MIN_MASS, label_mass, trusted
 from dataflywheel.ops.base import OpConfig, Scorer
 from dataflywheel.ops.registry import register
 from dataflywheel.prompts import render_file
@@ -20,15 +23,17 @@ PROMPTS = Path(__file__).with_name("prompts")
 RUBRICS = {"alpagasus": (0, 5), "deita_quality": (1, 6), "deita_complexity": (1, 6)}
 
 
-def expected_score(top: dict[str, float], low: int, high: int) -> float:
-    """sum p(s) * s over the score tokens among the top next tokens, normalised over those tokens; NaN if none."""
-    mass: dict[int, float] = {}
-    for token, logprob in top.items():
+def expected_score(top: dict[str, float], low: int, high: int, min_mass: float = MIN_MASS) -> float:
+    """sum p(s) * s over the score tokens among the next-token candidates, normalised over those tokens;
+    NaN when they hold less than ``min_mass`` of the probability (the model was not answering a score)."""
+    def on_scale(token: str) -> int | None:
         text = token.strip()
-        if text.isdigit() and low <= int(text) <= high:
-            mass[int(text)] = mass.get(int(text), 0.0) + math.exp(logprob)
-    total = sum(mass.values())
-    return sum(s * p for s, p in mass.items()) / total if total > 0 else float("nan")
+        return int(text) if text.isdigit() and low <= int(text) <= high else None
+
+    mass = label_mass(top, on_scale)
+    if not trusted(mass, min_mass):
+        return float("nan")
+    return sum(s * p for s, p in mass.items()) / sum(mass.values())
 
 
 def parse_score(text: str, low: int, high: int) -> float:
@@ -48,6 +53,9 @@ class JudgeConfig(OpConfig):
     """auto: expected score from token probabilities when the backend gives them, else parse the answer."""
     score_name: str | None = None
     """Default: judge.<rubric>."""
+    min_mass: float = Field(default=MIN_MASS, ge=0.0, le=1.0)
+    """Trust the token probabilities only when the scale's tokens hold at least this much of them; else
+    generate the answer and parse it (counted in the manifest)."""
 
 
 @register
@@ -74,7 +82,11 @@ class JudgeScorer(Scorer):
         if self.config.method in ("auto", "logprobs"):
             try:
                 tops = llm.chat_top_logprobs(conversations, 20)
-                scores = [expected_score(top, low, high) for top in tops]
+                scores = [expected_score(top, low, high, self.config.min_mass) for top in tops]
+                low_mass = sum(math.isnan(s) for s in scores)
+                if low_mass:
+                    self.counters[f"scale tokens below {self.config.min_mass} of the probability: generated and "
+                                  "parsed instead"] += low_mass
             except ModelFeatureError:
                 if self.config.method == "logprobs":
                     raise
