@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any, Literal
+
+import orjson
 
 ROLES = ("system", "user", "assistant")
 RECORD_FIELDS = ("id", "messages", "chosen", "rejected", "meta", "scores", "lineage")
@@ -145,6 +148,32 @@ def text_of(record: dict, field: str) -> str:
     raise ValueError(f"unknown text field {field!r}; use instruction, response or conversation")
 
 
-def dumps(record: dict) -> str:
-    """Canonical JSON text of a record (used for checkpoints and byte-identical outputs)."""
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+def _finite(value: Any) -> bool:
+    """No NaN or infinity anywhere in ``value`` (orjson would write them as null)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    return True
+
+
+def dumps(value: Any) -> str:
+    """Canonical compact JSON text (checkpoints, outputs): orjson, or the standard library where a value
+    holds NaN or infinity (kept as JSON's NaN/Infinity literals, as Python reads them back)."""
+    if isinstance(value, dict) and all(_finite(value.get(k)) for k in ("scores", "meta", "lineage")) and \
+            all(_finite(v) for k, v in value.items() if k not in ("messages", "chosen", "rejected")):
+        try:
+            return orjson.dumps(value).decode("utf-8")
+        except TypeError:  # a type orjson does not know (the standard library may): fall through
+            pass
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse JSON written by ``dumps`` (fast path by orjson; NaN literals by the standard library)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)

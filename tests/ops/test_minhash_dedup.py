@@ -1,6 +1,5 @@
 """MinHash near-dup dedup on real near-duplicates (t0: one source example under several templates)."""
 
-import json
 import re
 from itertools import combinations
 

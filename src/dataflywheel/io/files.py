@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from dataflywheel.records import RecordError
+from dataflywheel.records import RecordError, dumps, loads
 
 FILE_TYPES = ("jsonl", "json", "parquet", "csv", "hf")
 # Columns that hold nested values; CSV cells carry them as JSON text.
@@ -74,7 +74,7 @@ def _iter_jsonl(path: Path) -> Iterator[Row]:
             if not text.strip():
                 continue
             try:
-                yield where, json.loads(text)
+                yield where, loads(text)
             except json.JSONDecodeError as err:
                 yield where, RecordError(f"invalid JSON: {err.msg} at column {err.colno}")
 
@@ -207,7 +207,7 @@ def write_rows(rows: Iterable[dict], path: str | Path, file_type: str | None = N
         count = 0
         with opener(path, "wt", encoding="utf-8", newline="\n") as handle:
             for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                handle.write(dumps(row) + "\n")
                 count += 1
         return count
     rows = list(rows) if kind == "json" else [columnar_row(r) for r in rows]

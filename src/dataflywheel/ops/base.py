@@ -30,11 +30,18 @@ class OpConfig(BaseModel):
 
 @dataclass
 class OpContext:
-    """What an operator may use besides its config: the run seed and the models by role."""
+    """What an operator may use besides its config: the run seed and the models by role (without a
+    registry, the bundled defaults with no call cache)."""
 
     seed: int = 0
-    models: Any = None  # dataflywheel.models.ModelRegistry when the recipe names models
+    models: Any = None  # dataflywheel.models.ModelRegistry
     quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.models is None:
+            from dataflywheel.models.registry import ModelRegistry
+
+            self.models = ModelRegistry({}, None, self.quiet)
 
 
 class Operator:

@@ -18,10 +18,10 @@ from dataflywheel.ops.base import Filter, Generator, Mapper, PoolGenerator, Pool
 from dataflywheel.pipeline.apply import Item, apply_batch, apply_selection, generated_items
 from dataflywheel.pipeline.progress import StepProgress
 from dataflywheel.pipeline.recipe import Recipe
-from dataflywheel.pipeline.run import READ_STEP, Run, RunError, Step, add_usage, usage_delta
+from dataflywheel.pipeline.run import Run, RunError, Step, add_usage, usage_delta
 from dataflywheel.pipeline.run_dir import iter_checkpoint_rows
 from dataflywheel.pipeline.step_writer import StepWriter
-from dataflywheel.records import RecordError
+from dataflywheel.records import RecordError, loads
 
 STREAMED = (Filter, Mapper, Scorer)
 
@@ -29,10 +29,8 @@ Rows = list[tuple[dict, str, "str | None"]]  # (record, origin, its JSON text wh
 
 
 def _stream(path: Path, size: int) -> Iterator[Rows]:
-    import json
-
     for rows in iter_checkpoint_rows(path, size):
-        yield [(json.loads(r["record"]), r["origin"], r["record"]) for r in rows]
+        yield [(loads(r["record"]), r["origin"], r["record"]) for r in rows]
 
 
 class _Stage:

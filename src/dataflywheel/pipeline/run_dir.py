@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections import Counter
 from pathlib import Path
 from typing import Iterator
@@ -12,7 +13,7 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dataflywheel.records import dumps
+from dataflywheel.records import dumps, loads
 
 # ``origin``: the id a record had when it entered this run (read or generated): what the invariant counts.
 CHECKPOINT_SCHEMA = pa.schema([("id", pa.string()), ("origin", pa.string()), ("record", pa.string())])
@@ -27,7 +28,10 @@ class InvariantError(RuntimeError):
 
 
 class ParquetSink:
-    """Buffered Parquet writer to ``path.tmp``; ``commit()`` renames it into place."""
+    """Buffered Parquet writer to ``path.tmp``; ``commit()`` renames it into place.
+
+    Row groups are encoded and written by a background thread (pyarrow releases the GIL there), so the
+    step goes on computing meanwhile; rows keep their order."""
 
     def __init__(self, path: Path, schema: pa.Schema):
         self.path, self.schema = path, schema
@@ -35,6 +39,8 @@ class ParquetSink:
         self.tmp.parent.mkdir(parents=True, exist_ok=True)
         self._writer = pq.ParquetWriter(self.tmp, schema)
         self._rows: list[dict] = []
+        self._pending: list[Future] = []
+        self._thread: ThreadPoolExecutor | None = None
         self.count = 0
 
     def add(self, row: dict) -> None:
@@ -45,11 +51,23 @@ class ParquetSink:
 
     def _flush(self) -> None:
         if self._rows:
-            self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self.schema))
+            columns = {name: [row[name] for row in self._rows] for name in self.schema.names}
+            table = pa.Table.from_pydict(columns, schema=self.schema)
             self._rows = []
+            if self._thread is None:
+                self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-sink")
+            while self._pending and self._pending[0].done():
+                self._pending.pop(0).result()  # a failed write raises here, in the step
+            self._pending.append(self._thread.submit(self._writer.write_table, table))
+            if len(self._pending) > 2:  # bound the memory held by queued row groups
+                self._pending.pop(0).result()
 
     def commit(self) -> None:
         self._flush()
+        for future in self._pending:
+            future.result()  # re-raises a write error here, before the file is put in place
+        if self._thread is not None:
+            self._thread.shutdown()
         self._writer.close()
         os.replace(self.tmp, self.path)
 
@@ -114,7 +132,7 @@ def reject_row(step: str, reason: str, *, record: dict | None = None, origin: st
 def iter_checkpoint(path: Path, batch_size: int = 256) -> Iterator[list[dict]]:
     """Stream the records of a checkpoint in batches."""
     for rows in iter_checkpoint_rows(path, batch_size):
-        yield [json.loads(row["record"]) for row in rows]
+        yield [loads(row["record"]) for row in rows]
 
 
 def iter_checkpoint_rows(path: Path, batch_size: int = 256) -> Iterator[list[dict]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from dataflywheel.pipeline.apply import Item, StepFailed
+from dataflywheel.records import loads
 from dataflywheel.pipeline.run_dir import (CHECKPOINT_SCHEMA, REJECT_SCHEMA, InvariantError, ParquetSink, RunDir,
                                            record_row, reject_row)
 
@@ -130,7 +131,7 @@ class StepWriter:
 
     def part_records(self, first: int = 0) -> list[dict]:
         """The records kept in the committed parts from ``first`` on (a resumed pool generator's accepted)."""
-        return [json.loads(text) for part in self._part_dirs()[first:]
+        return [loads(text) for part in self._part_dirs()[first:]
                 for text in pq.read_table(part / "records.parquet", columns=["record"]).column(0).to_pylist()]
 
     # ---- end of step -----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from dataflywheel.io import ReadReject, read_records
 from dataflywheel.pipeline.run_dir import RunDir, iter_checkpoint, iter_rejects
-from dataflywheel.records import instruction_text, response_text
+from dataflywheel.records import instruction_text, loads, response_text
 from dataflywheel.report.svg import bars, histogram, scatter
 from dataflywheel.text import word_count
 
@@ -135,14 +135,14 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None, kept
         kept = [r for batch in iter_checkpoint(last, 4096) for r in batch]
     texts = pq.read_table(first, columns=["record"]).column(0)
     step = _sample_step(max(len(texts), len(kept)))  # one step for both series keeps their counts comparable
-    before = [json.loads(texts[i].as_py()) for i in range(0, len(texts), step)]
+    before = [loads(texts[i].as_py()) for i in range(0, len(texts), step)]
     rows = [_row(r, "kept") for r in kept]
     reasons: dict[str, Counter] = {}
     rejected_records = []
     for reject in iter_rejects(run):
         reasons.setdefault(reject["step"], Counter())[reason_kind(reject["reason"])] += 1
         if reject["record"]:
-            record = json.loads(reject["record"])
+            record = loads(reject["record"])
             rejected_records.append(record)
             rows.append(_row(record, "rejected", reject["step"], reject["reason"]))
         else:
