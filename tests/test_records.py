@@ -35,3 +35,17 @@ def test_preference_views():
 def test_validation_names_the_field(record, message):
     with pytest.raises(RecordError, match=message.replace("[", r"\[").replace("]", r"\]")):
         validate_record(record)
+
+
+def test_dumps_keeps_nan_and_none_apart():
+    import math
+
+    from dataflywheel.records import dumps, loads
+
+    record = {"messages": [{"role": "user", "content": "say null"}], "scores": {"ifd": float("nan"), "x": 1.5},
+              "meta": {"input": None, "weight": float("inf")}}
+    back = loads(dumps(record))
+    assert math.isnan(back["scores"]["ifd"]) and back["scores"]["x"] == 1.5
+    assert back["meta"] == {"input": None, "weight": float("inf")}
+    plain = {"messages": [{"role": "user", "content": "hi"}], "meta": {"k": [1, 2.5, "é"]}}
+    assert dumps(plain) == '{"messages":[{"role":"user","content":"hi"}],"meta":{"k":[1,2.5,"é"]}}'

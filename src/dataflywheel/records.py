@@ -162,12 +162,13 @@ def _finite(value: Any) -> bool:
 def dumps(value: Any) -> str:
     """Canonical compact JSON text (checkpoints, outputs): orjson, or the standard library where a value
     holds NaN or infinity (kept as JSON's NaN/Infinity literals, as Python reads them back)."""
-    if isinstance(value, dict) and all(_finite(value.get(k)) for k in ("scores", "meta", "lineage")) and \
-            all(_finite(v) for k, v in value.items() if k not in ("messages", "chosen", "rejected")):
-        try:
-            return orjson.dumps(value).decode("utf-8")
-        except TypeError:  # a type orjson does not know (the standard library may): fall through
-            pass
+    try:
+        text = orjson.dumps(value)
+    except TypeError:  # a type orjson does not know (the standard library may)
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # orjson writes NaN and infinity as null: only where "null" appears can one have been lost
+    if b"null" not in text or _finite(value):
+        return text.decode("utf-8")
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
