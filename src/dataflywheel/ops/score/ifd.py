@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+from jinja2 import TemplateError
+
+from dataflywheel.models.llm import ModelFeatureError
 from dataflywheel.ops.base import OpConfig, Scorer
 from dataflywheel.ops.registry import register
 from dataflywheel.records import prompt_turns, response_text
@@ -30,6 +33,9 @@ def truncate(llm, text: str, max_tokens: int) -> str:
     return text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens])
 
 
+TEMPLATE_ERRORS = (ValueError, TypeError, KeyError, TemplateError, ModelFeatureError)
+"""What rendering a chat template raises for a conversation it rejects, or a backend without one."""
+
 _Q, _A, _Q2 = "\u2063Q\u2063", "\u2063A\u2063", "\u2063R\u2063"  # sentinels no real turn contains
 
 
@@ -41,7 +47,7 @@ def _user_header(llm, system: list[dict]) -> str | None:
                                          {"role": "user", "content": _Q2}], add_generation_prompt=False)
         alone = llm.format_chat(system + [{"role": "user", "content": _Q}, {"role": "assistant", "content": _A}],
                                 add_generation_prompt=False)
-    except Exception:  # noqa: BLE001 - templates may reject odd conversations
+    except TEMPLATE_ERRORS:  # templates may reject odd conversations
         return None
     if not text.startswith(alone.rstrip()) or _Q2 not in text:
         return None
@@ -57,7 +63,7 @@ def answer_only_prefix(llm, turns: list[dict]) -> str:
     system = [t for t in turns if t["role"] == "system"][:1]
     try:
         full = llm.format_chat(system + [{"role": "user", "content": _Q}])
-    except Exception:  # noqa: BLE001 - a backend without a template: no prefix at all
+    except TEMPLATE_ERRORS:  # a backend without a template: no prefix at all
         return ""
     header = _user_header(llm, system)
     start = full.index(_Q) if _Q in full else -1

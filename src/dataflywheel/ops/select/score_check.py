@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import difflib
 
-try:  # the run's own fatal error when the pipeline has one: no record is at fault
-    from dataflywheel.errors import FatalError as _Base
-except ImportError:  # pragma: no cover
-    _Base = RuntimeError
+from pydantic import ValidationError
+
+from dataflywheel.errors import FatalError as _Base  # no record is at fault: the run stops
 
 
 class MissingScoreError(_Base, ValueError):
@@ -20,7 +19,7 @@ def _default_score_names(cls) -> set[str]:
     if cls.kind == "scorer":
         try:
             names.add(cls(cls.Config()).score_name)
-        except Exception:  # noqa: BLE001 - a config that needs fields has no default name
+        except ValidationError:  # a config that needs fields has no default name
             pass
     if cls.name == "score.judge":
         try:
