@@ -73,8 +73,9 @@ def run(
     except RunError as e:
         _fail(str(e))
     except FatalError as e:
-        _fail(f"{e}\nthe run stopped; nothing was rejected for it. Once fixed: flywheel run {recipe} --resume"
-              + (f" --output {output}" if output else ""), code=1)
+        again = f"flywheel run {recipe}" + (f" --output {output}" if output else "")
+        _fail(f"{e}\nthe run stopped; nothing was rejected for it. Once fixed: {again} --resume "
+              f"(or, if the fix changed the recipe, {again} --force)", code=1)
     totals = manifest["totals"]
     out.print(f"read {totals['read']}, kept {totals['output']}, rejected {totals['rejected']}"
               + (f", generated {totals['generated']}" if totals["generated"] else ""), highlight=False)
@@ -85,9 +86,15 @@ def run(
 
 
 def _print_estimate(recipe, sample: int, quiet: bool) -> None:
+    from dataflywheel.errors import FatalError
+    from dataflywheel.pipeline import RunError
     from dataflywheel.pipeline.dry_run import estimate
+    from dataflywheel.records import RecordError
 
-    result = estimate(recipe, sample, quiet=True)
+    try:
+        result = estimate(recipe, sample, quiet=True)
+    except (RunError, FatalError, FileNotFoundError, RecordError, ValueError) as e:
+        _fail(f"dry run: {e}")
     table = Table(title=f"dry run: {result['sample']} of {result['input_records']} input records, scaled "
                         f"x{result['scale']} (no request sent; completion tokens are an upper bound)")
     for column in ("step", "models", "calls", "cache hits", "prompt tokens", "completion tokens", "cost"):
