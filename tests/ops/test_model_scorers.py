@@ -67,10 +67,19 @@ def test_ifd_is_lower_with_the_answers_own_instruction_than_with_another():
 def test_judge_and_ask_llm_give_scores_on_their_scale():
     context = OpContext(models=ModelRegistry(cache=None))
     records = [record(a) for a, _ in pairs(3)]
+    cls = get_operator("score.judge")
     for rubric, (low, high) in (("alpagasus", (0, 5)), ("deita_complexity", (1, 6))):
-        cls = get_operator("score.judge")
-        scores = cls(cls.Config(rubric=rubric), context).score_batch(records)
+        # trusting any probability on the scale, the expected score exists for (nearly) every record
+        lenient = cls(cls.Config(rubric=rubric, min_mass=0.0), context).score_batch(records)
+        assert all(math.isnan(s) or low <= s <= high for s in lenient)
+        assert sum(not math.isnan(s) for s in lenient) >= 2
+        # by default the 135M judge's scale tokens often hold under half the mass: those records are
+        # generated and parsed instead, and the manifest counts them
+        strict = cls(cls.Config(rubric=rubric), context)
+        scores = strict.score_batch(records)
         assert all(math.isnan(s) or low <= s <= high for s in scores)
-        assert sum(not math.isnan(s) for s in scores) >= 2
+        fell_back = sum(n for reason, n in strict.counters.items() if reason.startswith("scale tokens below"))
+        changed = sum(a != b and not (math.isnan(a) and math.isnan(b)) for a, b in zip(lenient, scores))
+        assert fell_back >= changed
     asked = get_operator("score.ask_llm")(None, context).score_batch(records)
     assert all(0.0 <= s <= 1.0 for s in asked if not math.isnan(s))
