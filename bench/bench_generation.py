@@ -95,6 +95,26 @@ def ours(url: str, conversations: list, max_tokens: int, concurrency: int) -> tu
     return llm.usage.completion_tokens, elapsed
 
 
+def recipe_estimate(spec: dict, records: int) -> list[list]:
+    """`flywheel run --dry-run` on a recipe (score.judge answering by generation over the first ``records``
+    instructions, estimated from 4 of them) vs the tokens the same recipe spends when it runs."""
+    from dataflywheel.pipeline import LocalExecutor, parse_recipe
+    from dataflywheel.pipeline.dry_run import estimate
+
+    work = Path(tempfile.mkdtemp(prefix="bench-generation-"))
+    data = work / "in.jsonl"
+    data.write_text("".join(line + "\n" for line in SAMPLE.read_text().splitlines()[:records]))
+    recipe = parse_recipe({"input": {"path": str(data)}, "output": {"dir": str(work / "run")}, "cache": "off",
+                           "models": spec, "steps": [{"op": "score.judge", "method": "generate"}]})
+    guess = estimate(recipe, sample=4)["totals"]
+    manifest = LocalExecutor(recipe, quiet=True).execute(report=False)
+    spent = {k: sum(m.get(k, 0) for s in manifest["steps"] for m in (s.get("models") or {}).values())
+             for k in ("prompt_tokens", "completion_tokens")}
+    return [[f"recipe, {kind} (dry run on 4 of {records} records, scaled)", int(guess[f"{kind}_tokens"]),
+             int(spent[f"{kind}_tokens"]), f"{guess[f'{kind}_tokens'] / max(1, spent[f'{kind}_tokens']):.2f}"]
+            for kind in ("prompt", "completion")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--prompts", type=int, default=16)
@@ -121,6 +141,7 @@ def main() -> None:
         dry.chat(conversations, GenerationParams(max_tokens=args.max_tokens))
         real = CachedLLM(OpenAILLM("smollm2", base_url=url, concurrency=4), None)
         real.chat(conversations, GenerationParams(max_tokens=args.max_tokens))
+        recipe_rows = recipe_estimate(spec, args.prompts)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -131,14 +152,15 @@ def main() -> None:
         ["prompt", dry.usage.prompt_tokens, real.usage.prompt_tokens,
          f"{dry.usage.prompt_tokens / max(1, real.usage.prompt_tokens):.2f}"],
         ["completion", dry.usage.completion_tokens, real.usage.completion_tokens,
-         f"{dry.usage.completion_tokens / max(1, real.usage.completion_tokens):.2f}"]])
+         f"{dry.usage.completion_tokens / max(1, real.usage.completion_tokens):.2f}"]] + recipe_rows)
     body = (f"`python bench/bench_generation.py --prompts {args.prompts} --max-tokens {args.max_tokens} --write` on "
             f"{machine()}: llama-cpp-python's server (bundled SmolLM2-135M GGUF, CPU) on loopback, {args.prompts} "
             f"distinct AlpacaEval instructions, greedy, at most {args.max_tokens} new tokens each. Ratio: against the best "
             "plain asyncio httpx run (what the server can do).\n\n"
             + table(["client", "concurrency", "completion tokens", "seconds", "tokens/s", "vs reference"], table_rows)
             + "\n\nDry-run estimate (no request sent: prompt tokens by the chat template and tokenizer, completion "
-            "tokens as max_tokens per answer, an upper bound) vs what the same requests spent:\n\n" + estimate
+            "tokens as max_tokens per answer, an upper bound) vs what the same requests spent, and for a recipe "
+            "(`flywheel run --dry-run` on a sample, scaled to the input, vs the run's ledger):\n\n" + estimate
             + "\n\nllama-cpp-python's server decodes one request at a time, so concurrency cannot raise its "
             "throughput here; the table shows what the client layer costs (retries, adaptive limit, cache path). "
             "On batching servers (vLLM, SGLang, llama.cpp's own server with slots) concurrency is what pays. Server and "
