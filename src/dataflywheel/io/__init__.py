@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from dataflywheel.io.files import FILE_TYPES, columnar_row, detect_file_type, iter_rows, write_rows
+from dataflywheel.io.files import FILE_TYPES, columnar_row, columns_of, detect_file_type, iter_rows, write_rows
 from dataflywheel.io.formats import FORMATS, detect_format, record_to_row, restore_reserved, row_to_record, split_reserved
 from dataflywheel.records import RecordError
 
@@ -101,6 +101,4 @@ def records_to_dataset(records: Iterable[dict], fmt: str = "auto", **options: bo
     """A Hugging Face ``datasets.Dataset`` of rows in ``fmt`` (lineage as JSON text, as in Parquet)."""
     from datasets import Dataset
 
-    rows = [columnar_row(record_to_row(r, fmt, **options)) for r in records]
-    columns = list(dict.fromkeys(k for row in rows for k in row))  # every column any row has
-    return Dataset.from_dict({c: [row.get(c) for row in rows] for c in columns})
+    return Dataset.from_dict(columns_of([columnar_row(record_to_row(r, fmt, **options)) for r in records]))

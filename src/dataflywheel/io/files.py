@@ -121,6 +121,13 @@ def _present(row: dict) -> dict:
     return {k: v for k, v in row.items() if v is not None}
 
 
+def columns_of(rows: list[dict]) -> dict[str, list]:
+    """Rows as columns: every column any row has (null where a row lacks it); pyarrow's and datasets'
+    ``from_pylist``/``from_list`` would take the first row's keys and drop the rest."""
+    names = dict.fromkeys(k for row in rows for k in row)
+    return {name: [row.get(name) for row in rows] for name in names}
+
+
 def columnar_row(row: dict) -> dict:
     """A row for a columnar container (Parquet, CSV, datasets): lineage as JSON text, since its entries
     differ in shape from step to step and would not fit one column type."""
@@ -217,9 +224,7 @@ def write_rows(rows: Iterable[dict], path: str | Path, file_type: str | None = N
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        # every column any row has (from_pylist would take the first row's keys and drop the rest)
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-        pq.write_table(pa.Table.from_pydict({c: [row.get(c) for row in rows] for c in columns}), path)
+        pq.write_table(pa.Table.from_pydict(columns_of(rows)), path)
     elif kind == "csv":
         columns = list(dict.fromkeys(k for row in rows for k in row))
         with open(path, "w", encoding="utf-8", newline="") as handle:
@@ -231,8 +236,7 @@ def write_rows(rows: Iterable[dict], path: str | Path, file_type: str | None = N
     elif kind == "hf":
         from datasets import Dataset
 
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-        Dataset.from_dict({c: [row.get(c) for row in rows] for c in columns}).save_to_disk(str(path))
+        Dataset.from_dict(columns_of(rows)).save_to_disk(str(path))
     else:
         raise ValueError(f"unknown file type {kind!r}; use one of {', '.join(FILE_TYPES)}")
     return len(rows)

@@ -163,13 +163,18 @@ def generated_items(op: Operator, step: str, proposals: Iterable, round_: int | 
     return items
 
 
+def passed_inputs(op: Operator, step: str, batch: list[dict]) -> list[Item]:
+    """A generator step's input records: passed on, or rejected as replaced (``keep_inputs: false``)."""
+    if getattr(op.config, "keep_inputs", True):
+        return [Item(r, i) for i, r in enumerate(batch)]
+    return [Item(r, i, f"replaced by generated records (step {step}: keep_inputs false)") for i, r in enumerate(batch)]
+
+
 def apply_generator(op: Generator, step: str, batch: list[dict]) -> list[Item]:
     """The inputs (kept or replaced, as configured), then what the generator made from the batch.
 
     A generator that raises on the batch yields one error item naming the batch; the inputs pass on."""
-    keep = getattr(op.config, "keep_inputs", True)
-    items = [Item(r, i) if keep else Item(r, i, f"replaced by generated records (step {step}: keep_inputs false)")
-             for i, r in enumerate(batch)]
+    items = passed_inputs(op, step, batch)
     try:
         proposals = list(op.generate(batch))
     except FatalError:

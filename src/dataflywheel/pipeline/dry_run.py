@@ -9,7 +9,6 @@ Steps after a generator or a model-backed filter see placeholder answers, so the
 from __future__ import annotations
 
 import tempfile
-from itertools import islice
 
 from dataflywheel.io import ReadReject, read_records
 from dataflywheel.io.formats import record_to_row
@@ -26,10 +25,14 @@ def estimate(recipe: Recipe, sample: int = 20, quiet: bool = True) -> dict:
         spec = recipe.input
         items = read_records(spec.path, None if spec.format == "auto" else spec.format,
                              None if spec.file_type == "auto" else spec.file_type)
-        records = [r for r in items if not isinstance(r, ReadReject)]
-        total = len(records)
-        rows = [record_to_row(r, "auto", with_meta=True, with_id=True, with_scores=True, with_lineage=True)
-                for r in islice(records, sample)]
+        rows = []
+        for record in items:  # count every record, keep the first ``sample``
+            if isinstance(record, ReadReject):
+                continue
+            total += 1
+            if len(rows) < sample:
+                rows.append(record_to_row(record, "auto", with_meta=True, with_id=True, with_scores=True,
+                                          with_lineage=True))
     with tempfile.TemporaryDirectory(prefix="flywheel-dry-run-") as tmp:
         manifest = LocalExecutor(recipe, tmp, quiet=quiet, data=rows, dry_run=True).execute(report=False)
     scale = total / len(rows) if rows else 1.0

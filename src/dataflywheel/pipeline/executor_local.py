@@ -15,22 +15,23 @@ from typing import Any, Iterable, Iterator
 from dataflywheel.errors import FatalError
 from dataflywheel.io import ReadReject
 from dataflywheel.ops.base import Filter, Generator, Mapper, PoolGenerator, PoolView, Scorer, Selector
-from dataflywheel.pipeline.apply import Item, apply_batch, apply_selection, generated_items
+from dataflywheel.pipeline.apply import Item, apply_batch, apply_selection, generated_items, passed_inputs
 from dataflywheel.pipeline.progress import StepProgress
 from dataflywheel.pipeline.recipe import Recipe
 from dataflywheel.pipeline.run import Run, RunError, Step, add_usage, usage_delta
 from dataflywheel.pipeline.run_dir import iter_checkpoint_rows
-from dataflywheel.pipeline.step_writer import StepWriter
+from dataflywheel.pipeline.step_writer import Rows, StepWriter
 from dataflywheel.records import RecordError, loads
 
 STREAMED = (Filter, Mapper, Scorer)
 
-Rows = list[tuple[dict, str, "str | None"]]  # (record, origin, its JSON text when known)
-
-
 def _stream(path: Path, size: int) -> Iterator[Rows]:
     for rows in iter_checkpoint_rows(path, size):
         yield [(loads(r["record"]), r["origin"], r["record"]) for r in rows]
+
+
+def _records(rows: Rows) -> list[dict]:
+    return [record for record, _, _ in rows]
 
 
 class _Stage:
@@ -128,7 +129,7 @@ class LocalEngine:
 
     @staticmethod
     def _book_read(stage: _Stage, batch: list[dict], started: float) -> Rows:
-        kept = stage.writer.add([Item(r, i) for i, r in enumerate(batch)], batch, [r["id"] for r in batch])
+        kept = stage.writer.add([Item(r, i) for i, r in enumerate(batch)], [(r, r["id"], None) for r in batch])
         stage.advance(len(batch))
         stage.seconds += time.perf_counter() - started
         return kept
@@ -152,9 +153,7 @@ class LocalEngine:
         stage = stages[k]
         started = time.perf_counter()
         usage_before = self.models.usage()
-        records = [r for r, _, _ in rows]
-        items = apply_batch(stage.step.op, stage.step.name, records)
-        kept = stage.writer.add(items, records, [o for _, o, _ in rows], [t for _, _, t in rows])
+        kept = stage.writer.add(apply_batch(stage.step.op, stage.step.name, _records(rows)), rows)
         stage.usage = add_usage(stage.usage, usage_delta(usage_before, self.models.usage()))
         stage.seconds += time.perf_counter() - started
         stage.advance(len(rows))
@@ -162,12 +161,13 @@ class LocalEngine:
 
     # ---- whole-dataset steps ---------------------------------------------------------------------
 
+    def _scan(self, source: Path):
+        """``scan()`` for a whole-dataset operator: the records of ``source`` in batches, as often as asked."""
+        return lambda: (_records(rows) for rows in _stream(source, self.size))
+
     def _run_selector(self, run: Run, previous: Step, step: Step) -> None:
         source = run.checkpoint_of(previous)
-
-        def scan() -> Iterator[list[dict]]:
-            return ([r for r, _, _ in rows] for rows in _stream(source, self.size))
-
+        scan = self._scan(source)
         writer = run.begin_step(step)
         with self.progress.step(step.name, run.step_record(previous.name)["out"]) as advance:
             try:
@@ -178,9 +178,7 @@ class LocalEngine:
                 raise RunError(f"step {step.name} ({step.op.name}) failed: {type(err).__name__}: {err}") from err
             offset = 0
             for rows in _stream(source, self.size):
-                records = [r for r, _, _ in rows]
-                writer.add(apply_selection(selection, records, offset), records, [o for _, o, _ in rows],
-                           [t for _, _, t in rows])
+                writer.add(apply_selection(selection, _records(rows), offset), rows)
                 offset += len(rows)
                 advance(len(rows))
         run.finish_step(step, writer)
@@ -194,9 +192,7 @@ class LocalEngine:
                 if number < done:
                     advance(len(rows))
                     continue
-                records = [r for r, _, _ in rows]
-                writer.add(apply_batch(step.op, step.name, records), records, [o for _, o, _ in rows],
-                           [t for _, _, t in rows])
+                writer.add(apply_batch(step.op, step.name, _records(rows)), rows)
                 writer.commit_part({"batch": number})
                 advance(len(rows))
         run.finish_step(step, writer)
@@ -205,18 +201,11 @@ class LocalEngine:
         """Rounds of propose -> verify -> accept until the target, the round limit or a collapse."""
         op, cfg = step.op, step.op.config
         source = run.checkpoint_of(previous)
-
-        def scan() -> Iterator[list[dict]]:
-            return ([r for r, _, _ in rows] for rows in _stream(source, self.size))
-
+        scan = self._scan(source)
         writer = run.begin_step(step, parts=True)
         if not writer.states:  # part 0: the inputs, passed on or replaced
             for rows in _stream(source, self.size):
-                records = [r for r, _, _ in rows]
-                items = [Item(r, i) if cfg.keep_inputs else
-                         Item(r, i, f"replaced by generated records (step {step.name}: keep_inputs false)")
-                         for i, r in enumerate(records)]
-                writer.add(items, records, [o for _, o, _ in rows], [t for _, _, t in rows])
+                writer.add(passed_inputs(op, step.name, _records(rows)), rows)
             writer.commit_part({"inputs": True})
         accepted = writer.part_records(first=1)  # part 0 holds the inputs
         known = {r["id"] for batch in scan() for r in batch} | {r["id"] for r in accepted}

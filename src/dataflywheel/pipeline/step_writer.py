@@ -17,9 +17,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from dataflywheel.pipeline.apply import Item, StepFailed
-from dataflywheel.records import loads
 from dataflywheel.pipeline.run_dir import (CHECKPOINT_SCHEMA, REJECT_SCHEMA, InvariantError, ParquetSink, RunDir,
                                            record_row, reject_row)
+from dataflywheel.records import loads
+
+Rows = list[tuple[dict, str, "str | None"]]
+"""A batch as it moves between steps: (record, origin, the record's JSON text when known)."""
 
 FAILING_BATCHES_TO_STOP = 3
 """A step stops the run after this many batches in a row in which every record failed with an error."""
@@ -45,16 +48,15 @@ class StepWriter:
 
     # ---- booking ---------------------------------------------------------------------------------
 
-    def add(self, items: list[Item], batch: list[dict] = (), origins: list[str] = (),
-            texts: list[str | None] | None = None) -> list[tuple[dict, str, str | None]]:
-        """Book one batch's items (``batch``/``origins``/``texts``: the input the positions refer to)."""
+    def add(self, items: list[Item], rows: Rows = ()) -> Rows:
+        """Book one batch's items (``rows``: the input their positions refer to); return the kept rows."""
         self._ensure_sinks()
         counts = self._part_counts if self.parts is not None else self.counts
-        counts["in"] += len(batch)
+        counts["in"] += len(rows)
         kept, failed = [], 0
         for item in items:
             if item.position is not None:
-                origin = origins[item.position]
+                origin = rows[item.position][1]
             elif item.record is None and item.error:
                 origin = None  # a failure of the operator on a whole batch: no record to account for
             else:
@@ -64,8 +66,8 @@ class StepWriter:
             counts["errors"] += int(item.error)
             failed += int(item.error and item.position is not None)
             if item.reason is None:
-                same = item.position is not None and texts is not None and item.record is batch[item.position]
-                text = texts[item.position] if same else None
+                same = item.position is not None and item.record is rows[item.position][0]
+                text = rows[item.position][2] if same else None  # unchanged: its JSON is already known
                 row = record_row(item.record, origin, text)
                 self._records.add(row)
                 counts["out"] += 1
@@ -74,7 +76,7 @@ class StepWriter:
                 self._rejects.add(reject_row(self.name, item.reason, record=item.record, origin=origin,
                                              raw=item.raw, error=item.error))
                 counts["rejected"] += int(origin is not None)
-        self._watch_failures(items, batch, failed)
+        self._watch_failures(items, len(rows), failed)
         return kept
 
     def unreadable(self, reason: str, source: str, raw: str) -> None:
@@ -85,9 +87,9 @@ class StepWriter:
         self.counts["rejected"] += 1
         self._rejects.add(reject_row(self.name, reason, source=source, raw=raw))
 
-    def _watch_failures(self, items: list[Item], batch: list[dict], failed: int) -> None:
+    def _watch_failures(self, items: list[Item], size: int, failed: int) -> None:
         batch_error = any(i.error and i.position is None for i in items)
-        if (batch and failed == len(batch)) or batch_error:
+        if (size and failed == size) or batch_error:
             self._failing += 1
             if self._failing >= FAILING_BATCHES_TO_STOP:
                 first = next(i.reason for i in items if i.error)
