@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from dataflywheel.errors import FatalError
-from dataflywheel.io import ReadReject, read_records, read_rows, write_records
+from dataflywheel.io import ReadReject, read_records, read_rows
 from dataflywheel.io.files import detect_file_type_for_writing
 from dataflywheel.models.cache import CallCache
 from dataflywheel.models.registry import ModelRegistry
 from dataflywheel.models.usage import Budget
 from dataflywheel.ops.base import OpContext, Operator
+from dataflywheel.pipeline.output import OutputJob, checkpoint_count
 from dataflywheel.pipeline.recipe import Recipe
-from dataflywheel.pipeline.run_dir import InvariantError, RunDir, account, iter_checkpoint
+from dataflywheel.pipeline.run_dir import InvariantError, RunDir, account
 from dataflywheel.pipeline.step_writer import StepWriter
 
 READ_STEP = "read"
@@ -188,37 +189,43 @@ class Run:
             pass  # the original error is what the user must see
 
     def finish(self, plan: list[Step], *, report: bool = True) -> dict:
-        """Check the invariant, write the output and the report; return the manifest."""
+        """Check the invariant, write the output and the report; return the manifest.
+
+        A large output is written in a second process while this one checks and builds the report."""
         last = self.checkpoint_of(plan[-1])
-        generated = sum(s.get("generated", 0) for s in self.manifest["steps"])
-        problems = account(self.dir, last, self.checkpoint_of(plan[0]), generated)
-        if problems:
-            raise InvariantError("; ".join(problems))
         spec = self.recipe.output
         target = self.dir.root / spec.file
-        file_type = detect_file_type_for_writing(target)
-        tmp = target.with_name(".tmp-" + target.name)
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-        records = [r for batch in iter_checkpoint(last, 4096) for r in batch] if report else \
-            (r for batch in iter_checkpoint(last, 1024) for r in batch)  # the report needs them all anyway
-        count = write_records(records, tmp, spec.format, file_type, **spec.write_options())
-        if target.is_dir():
-            shutil.rmtree(target)
-        tmp.replace(target)
-        steps = self.manifest["steps"]
-        self.manifest.update(status="finished", finished=_now(), output={"path": str(target), "count": count},
-                             models=self.models.usage(),
-                             totals={"read": steps[0]["in"], "output": count,
-                                     "rejected": sum(s["rejected"] for s in steps),
-                                     "generated": sum(s.get("generated", 0) for s in steps),
-                                     "errors": sum(s.get("errors", 0) for s in steps)})
+        output = OutputJob(last, target, spec.format, detect_file_type_for_writing(target), spec.write_options())
+        try:
+            generated = sum(s.get("generated", 0) for s in self.manifest["steps"])
+            problems = account(self.dir, last, self.checkpoint_of(plan[0]), generated)
+            if problems:
+                raise InvariantError("; ".join(problems))
+            count = checkpoint_count(last)
+            steps = self.manifest["steps"]
+            finished = dict(self.manifest, status="finished", finished=_now(),
+                            output={"path": str(target), "count": count}, models=self.models.usage(),
+                            totals={"read": steps[0]["in"], "output": count,
+                                    "rejected": sum(s["rejected"] for s in steps),
+                                    "generated": sum(s.get("generated", 0) for s in steps),
+                                    "errors": sum(s.get("errors", 0) for s in steps)})
+            page = None
+            try:
+                if report:
+                    from dataflywheel.report import write_run_report
+
+                    page = write_run_report(self.dir.root, manifest=finished)
+            finally:
+                written = output.commit()  # the output is kept even when the report fails
+        finally:
+            output.cancel()
+        if written != count:
+            raise InvariantError(f"the output holds {written} records, the final checkpoint {count}")
+        self.manifest.update(finished)
+        if page is not None:
+            self.manifest["report"] = str(page)
         self._note_budget()
         self.dir.write_manifest(self.manifest)
-        if report:
-            from dataflywheel.report import write_run_report
-
-            self.manifest["report"] = str(write_run_report(self.dir.root, kept=records))
-            self.dir.write_manifest(self.manifest)
         return self.manifest
 
     def close(self) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
+import zlib
 from collections import Counter
 from html import escape
 from pathlib import Path
 
+import orjson
 import pyarrow.parquet as pq
 
 from dataflywheel.io import ReadReject, read_records
@@ -30,7 +31,7 @@ def reason_kind(reason: str) -> str:
 
 def _json_for_html(value) -> str:
     """JSON that cannot close its <script> element or open a comment."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+    text = orjson.dumps(value, default=str).decode()  # NaN/inf become null; _finite has removed them
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -66,9 +67,22 @@ def _length_unit():
         if not path.exists():  # written when the bundled model is first converted
             raise FileNotFoundError(path)
         tokenizer = Tokenizer.from_file(str(path))
-        return "tokens", lambda texts: [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+        return "tokens", _memoized(lambda texts: [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)])
     except (ImportError, FileNotFoundError):
         return "words", lambda texts: [word_count(t) for t in texts]
+
+
+def _memoized(count):
+    """``count`` over a list of texts, each distinct text counted once (a kept record's text is usually
+    the text it was read with)."""
+    known: dict[str, int] = {}
+
+    def counted(texts: list[str]) -> list[int]:
+        new = list(dict.fromkeys(t for t in texts if t not in known))
+        known.update(zip(new, count(new) if new else []))
+        return [known[t] for t in texts]
+
+    return counted
 
 
 LENGTH_SAMPLE = 500
@@ -76,13 +90,19 @@ LENGTH_SAMPLE = 500
 
 
 def _sample_step(count: int, size: int = LENGTH_SAMPLE) -> int:
-    """Every how many records to take so that at most ``size`` of ``count`` are taken."""
+    """One in how many records to take so that about ``size`` of ``count`` are taken."""
     return max(1, -(-count // size))
+
+
+def _sampled(record_id: str, step: int) -> bool:
+    """Whether a record is in the length sample: chosen by its id, so a record read and kept is in the
+    sample of both series (and its lengths are counted once)."""
+    return step == 1 or zlib.crc32(record_id.encode()) % step == 0
 
 
 def _lengths_and_categories(records, count, step: int = 1):
     categories = Counter(c for c in map(_category, records) if c is not None)
-    sample = records[::step]
+    sample = [r for r in records if _sampled(r["id"], step)]
     return (count([instruction_text(r) for r in sample]) if sample else [],
             count([response_text(r) for r in sample]) if sample else [], categories)
 
@@ -122,20 +142,20 @@ def _usage(manifest: dict) -> str:
             "<th>prompt tokens</th><th>completion tokens</th><th>seconds</th></tr>" + "".join(rows) + "</table>")
 
 
-def write_run_report(run_dir: str | Path, target: str | Path | None = None, kept: list[dict] | None = None) -> Path:
-    """Render report.html for a finished (or partly finished) run (``kept``: its final records, when the
-    caller has them in memory already)."""
+def write_run_report(run_dir: str | Path, target: str | Path | None = None, *, manifest: dict | None = None) -> Path:
+    """Render report.html for a finished (or partly finished) run (``manifest``: the run's manifest when the
+    caller holds a newer one than the file)."""
     run = RunDir(run_dir)
-    manifest = run.read_manifest()
+    manifest = manifest or run.read_manifest()
     if manifest is None:
         raise FileNotFoundError(f"{run.root} holds no manifest.json: not a run directory")
     steps = [s for s in manifest["steps"] if s["status"] == "done"]
     first, last = Path(steps[0]["checkpoint"]), Path(steps[-1]["checkpoint"])
-    if kept is None:
-        kept = [r for batch in iter_checkpoint(last, 4096) for r in batch]
-    texts = pq.read_table(first, columns=["record"]).column(0)
-    step = _sample_step(max(len(texts), len(kept)))  # one step for both series keeps their counts comparable
-    before = [loads(texts[i].as_py()) for i in range(0, len(texts), step)]
+    kept = [r for batch in iter_checkpoint(last, 4096) for r in batch]
+    read = pq.read_table(first, columns=["id", "record"])
+    step = _sample_step(max(read.num_rows, len(kept)))  # one step for both series keeps their counts comparable
+    before = [loads(text) for record_id, text in zip(read.column(0).to_pylist(), read.column(1).to_pylist())
+              if _sampled(record_id, step)]
     rows = [_row(r, "kept") for r in kept]
     reasons: dict[str, Counter] = {}
     rejected_records = []
@@ -153,7 +173,7 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None, kept
     b_ins, b_resp, _ = _lengths_and_categories(before, count)
     a_ins, a_resp, a_cat = _lengths_and_categories(kept, count, step)
     b_cat = a_cat + Counter(c for c in map(_category, rejected_records) if c is not None)  # kept + rejected
-    sampled = f", every {step}th record" if step > 1 else ""
+    sampled = f", 1 in {step} records" if step > 1 else ""
     charts.append(histogram({"read": b_ins, "kept": a_ins}, f"instruction length ({unit}{sampled})"))
     charts.append(histogram({"read": b_resp, "kept": a_resp}, f"response length ({unit}{sampled})"))
     score_names = sorted({k for r in kept + rejected_records for k in r.get("scores", {})})
@@ -193,7 +213,7 @@ def write_dataset_report(path: str | Path, target: str | Path, stats: dict) -> P
     unit, count = _length_unit()
     step = _sample_step(len(records))
     ins, resp, categories = _lengths_and_categories(records, count, step)
-    sampled = f", every {step}th record" if step > 1 else ""
+    sampled = f", 1 in {step} records" if step > 1 else ""
     charts = [histogram({"records": ins}, f"instruction length ({unit}{sampled})"),
               histogram({"records": resp}, f"response length ({unit}{sampled})")]
     score_names = sorted({k for r in records for k in r["scores"]})

@@ -1,0 +1,94 @@
+"""Write a run's output file from its final checkpoint, beside the report when the run is large.
+
+Converting and writing tens of thousands of records and building the report are both CPU-bound Python;
+for a large output the file is written in a second process while this one builds the report, so a run
+ends in the longer of the two instead of their sum. Small outputs are written here and now (starting a
+process would cost more than it saves).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from dataflywheel.io import write_records
+from dataflywheel.pipeline.run_dir import iter_checkpoint
+
+PARALLEL_FROM = 20_000
+"""Outputs of at least this many records are written in a second process."""
+
+
+def checkpoint_count(checkpoint: Path) -> int:
+    """Records in a checkpoint (from the Parquet footer; nothing is read)."""
+    return pq.ParquetFile(checkpoint).metadata.num_rows
+
+
+def _tmp(target: Path) -> Path:
+    return target.with_name(".tmp-" + target.name)
+
+
+def write_output(checkpoint: str, target: str, fmt: str, file_type: str, options: dict) -> int:
+    """Write the records of ``checkpoint`` under a temporary name beside ``target``; return the count."""
+    tmp = _tmp(Path(target))
+    shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+    records = (r for batch in iter_checkpoint(Path(checkpoint), 1024) for r in batch)
+    return write_records(records, tmp, fmt, file_type, **options)
+
+
+class OutputError(RuntimeError):
+    """Writing the output file failed (in the second process); the message carries its error."""
+
+
+class OutputJob:
+    """The output file of a run, being written under a temporary name; ``commit()`` waits for it, moves it
+    to its name and returns the record count (or raises what writing raised). Large outputs start writing
+    in a second process at once; small ones are written by ``commit()``.
+
+    The second process is a fresh interpreter running this module (not multiprocessing), so a user's
+    script needs no ``if __name__ == "__main__"`` guard and no parent thread or lock is inherited."""
+
+    def __init__(self, checkpoint: Path, target: Path, fmt: str, file_type: str, options: dict, *,
+                 parallel: bool | None = None):
+        self.target = target
+        self._args = [str(checkpoint), str(target), fmt, file_type, options]
+        if parallel is None:
+            parallel = checkpoint_count(checkpoint) >= PARALLEL_FROM
+        self._process: subprocess.Popen | None = None
+        if parallel:
+            package_root = str(Path(__file__).resolve().parents[2])
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+            self._process = subprocess.Popen([sys.executable, "-m", "dataflywheel.pipeline.output",
+                                              json.dumps(self._args)], stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE, text=True, env=env)
+
+    def commit(self) -> int:
+        if self._process is None:
+            count = write_output(*self._args)
+        else:
+            out, err = self._process.communicate()
+            code, self._process = self._process.returncode, None
+            if code != 0:
+                last = err.strip().splitlines()[-1] if err.strip() else f"exit status {code}"
+                raise OutputError(f"writing {self.target} failed: {last}")
+            count = int(out)
+        if self.target.is_dir():
+            shutil.rmtree(self.target)
+        _tmp(self.target).replace(self.target)
+        return count
+
+    def cancel(self) -> None:
+        """Stop writing (the run failed before the output was needed)."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.communicate()
+            self._process = None
+
+
+if __name__ == "__main__":
+    print(write_output(*json.loads(sys.argv[1])))

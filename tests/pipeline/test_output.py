@@ -1,0 +1,59 @@
+"""The output file: written beside the report for large runs, the same bytes either way, never half."""
+
+import pytest
+
+from dataflywheel.pipeline import LocalExecutor, parse_recipe
+from dataflywheel.pipeline import output as output_module
+from dataflywheel.pipeline.output import OutputError, OutputJob
+from dataflywheel.report import build
+from tests.conftest import EXAMPLE_DATA
+
+STEPS = [{"op": "enhance.normalize"}, {"op": "select.length_filter", "min_instruction_words": 3}]
+
+
+def execute(tmp_path, name, **output):
+    recipe = parse_recipe({"input": {"path": str(EXAMPLE_DATA)}, "output": {"dir": str(tmp_path / name), **output},
+                           "steps": STEPS})
+    executor = LocalExecutor(recipe, quiet=True)
+    return executor, executor.execute()
+
+
+@pytest.mark.parametrize("file", ["output.jsonl", "output.parquet"])
+def test_output_written_in_a_second_process_is_byte_identical(tmp_path, monkeypatch, file):
+    executor, manifest = execute(tmp_path, "here", file=file)
+    monkeypatch.setattr(output_module, "PARALLEL_FROM", 1)  # every output goes to a second process
+    parallel_executor, parallel_manifest = execute(tmp_path, "there", file=file)
+
+    here, there = executor.run_dir.root / file, parallel_executor.run_dir.root / file
+    assert here.read_bytes() == there.read_bytes()
+    assert manifest["output"]["count"] == parallel_manifest["output"]["count"] > 0
+    assert not list(parallel_executor.run_dir.root.glob(".tmp-*"))
+
+
+def test_a_failing_report_keeps_the_output(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("report broke")
+
+    monkeypatch.setattr(output_module, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(build, "write_run_report", broken)
+    monkeypatch.setattr("dataflywheel.report.write_run_report", broken)
+    with pytest.raises(RuntimeError, match="report broke"):
+        execute(tmp_path, "run")
+    assert (tmp_path / "run" / "output.jsonl").stat().st_size > 0
+
+
+def test_writing_failure_surfaces_and_leaves_no_output(tmp_path):
+    target = tmp_path / "out.jsonl"
+    job = OutputJob(tmp_path / "no-such-checkpoint.parquet", target, "auto", "jsonl", {}, parallel=True)
+    with pytest.raises(OutputError, match="FileNotFoundError"):  # raised in the second process, named here
+        job.commit()
+    assert not target.exists()
+
+
+def test_length_sample_takes_a_kept_record_in_both_series(tmp_path):
+    ids = [f"{i:020x}" for i in range(5000)]
+    step = build._sample_step(len(ids))
+    sample = {i for i in ids if build._sampled(i, step)}
+    assert 0.5 * len(ids) / step <= len(sample) <= 1.5 * len(ids) / step  # about 1 in step
+    kept = ids[::3]  # whatever survives, its sample is the read sample's survivors
+    assert {i for i in kept if build._sampled(i, step)} == sample & set(kept)
