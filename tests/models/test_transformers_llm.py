@@ -66,3 +66,28 @@ def test_generation_is_deterministic_with_a_seed(smollm2):
 def test_stop_strings_cut_the_text(smollm2):
     [[text]] = smollm2.complete(["1, 2, 3, 4,"], GenerationParams(max_tokens=12, stop=(" 7",)))
     assert " 7" not in text and text.strip().startswith("5")
+
+
+def test_labels_give_the_whole_distribution_over_their_tokens(smollm2):
+    """A judge's scale tokens outside the top 20 still count: every token that reads as a label, summed."""
+    conversation = [{"role": "user", "content": "Write a short poem about the sea."}]
+    [top] = smollm2.chat_top_logprobs([conversation], 20)
+    labels = [str(s) for s in range(1, 7)]
+    missing = [label for label in labels if not any(token.strip() == label for token in top)]
+    assert missing, "every digit is in the top 20: pick another prompt"
+    [with_labels] = smollm2.chat_top_logprobs([conversation], 20, labels)
+
+    prefix = smollm2.format_chat(conversation)
+    head = smollm2.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        full = torch.log_softmax(smollm2.model(torch.tensor([head])).logits[0, -1].float(), -1)
+    for label in labels:
+        ids = [i for i in range(len(smollm2.tokenizer))
+               if smollm2.tokenizer.decode([i]).strip() == label]
+        assert ids, label
+        expected = torch.logsumexp(full[ids], 0).item()
+        got = [v for token, v in with_labels.items() if token.strip() == label]
+        assert got, f"label {label} missing (in the top 20: {label not in missing})"
+        assert abs(torch.logsumexp(torch.tensor(got), 0).item() - expected) < 1e-3
+    for token, value in top.items():  # the top 20 are unchanged
+        assert with_labels[token] == pytest.approx(value, abs=1e-4)

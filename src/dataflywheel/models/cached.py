@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -237,16 +237,19 @@ class CachedLLM(_Lazy):
             return iter(enumerate(self.backend.logprobs([p for p, _ in todo], [c for _, c in todo])))
         return self._run("logprobs", keys, pairs, compute)
 
-    def top_logprobs(self, prefixes: list[str], k: int = 20) -> list[dict[str, float]]:
-        keys = [cache_key(self.name, "top_logprobs", prefix, k) for prefix in prefixes]
+    def top_logprobs(self, prefixes: list[str], k: int = 20, labels: Sequence[str] = ()) -> list[dict[str, float]]:
+        params = [k, sorted(labels)] if labels else k
+        keys = [cache_key(self.name, "top_logprobs", prefix, params) for prefix in prefixes]
         compute = (lambda todo: iter(enumerate(self._dry_score(todo, None)))) if self.dry_run else \
-            self._pairs("top_logprobs", k)
+            self._pairs("top_logprobs", k, tuple(labels))
         return self._run("top_logprobs", keys, list(prefixes), compute)
 
-    def chat_top_logprobs(self, conversations: list[Conversation], k: int = 20) -> list[dict[str, float]]:
-        keys = [cache_key(self.name, "chat_top_logprobs", c, k) for c in conversations]
+    def chat_top_logprobs(self, conversations: list[Conversation], k: int = 20,
+                          labels: Sequence[str] = ()) -> list[dict[str, float]]:
+        params = [k, sorted(labels)] if labels else k
+        keys = [cache_key(self.name, "chat_top_logprobs", c, params) for c in conversations]
         compute = (lambda todo: iter(enumerate(self._dry_score([_text(c) for c in todo], None)))) if self.dry_run \
-            else self._pairs("chat_top_logprobs", k)
+            else self._pairs("chat_top_logprobs", k, tuple(labels))
         return self._run("chat_top_logprobs", keys, list(conversations), compute)
 
     # ---- prompts and tokens, without loading weights when a tokenizer is named ------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +33,12 @@ class GenerationParams(BaseModel):
         return self.temperature == 0.0 or self.seed is not None
 
 
+def reads_as(token: str, labels: Sequence[str]) -> str | None:
+    """The label a token's text reads as (surrounding space and case ignored: ' Yes' reads as 'yes')."""
+    text = token.strip().lower()
+    return next((label for label in labels if label.lower() == text), None)
+
+
 @runtime_checkable
 class LLM(Protocol):
     """A language model. ``name`` identifies backend and weights (it is part of every cache key)."""
@@ -48,11 +54,15 @@ class LLM(Protocol):
     def logprobs(self, prefixes: list[str], continuations: list[str]) -> list[list[float]]:
         """Log-probability of each continuation token given prefix + earlier continuation tokens."""
 
-    def top_logprobs(self, prefixes: list[str], k: int = 20) -> list[dict[str, float]]:
-        """The ``k`` most likely next tokens after each prefix, with their log-probabilities."""
+    def top_logprobs(self, prefixes: list[str], k: int = 20, labels: Sequence[str] = ()) -> list[dict[str, float]]:
+        """The ``k`` most likely next tokens after each prefix, with their log-probabilities. Backends that
+        hold the whole distribution (transformers) add every token that ``reads_as`` one of ``labels``,
+        wherever it ranks; API backends give the top ``k`` only (at most 20)."""
 
-    def chat_top_logprobs(self, conversations: list[Conversation], k: int = 20) -> list[dict[str, float]]:
-        """The ``k`` most likely first tokens of the assistant reply to each conversation."""
+    def chat_top_logprobs(self, conversations: list[Conversation], k: int = 20,
+                          labels: Sequence[str] = ()) -> list[dict[str, float]]:
+        """The ``k`` most likely first tokens of the assistant reply to each conversation (and
+        ``labels``, as in top_logprobs)."""
 
     def format_chat(self, conversation: Conversation, add_generation_prompt: bool = True) -> str:
         """The raw prompt text of a conversation under this model's chat template."""

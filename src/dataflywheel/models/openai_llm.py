@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from dataflywheel.errors import FatalError
 from dataflywheel.models.errors import ModelFeatureError
@@ -189,7 +189,8 @@ class OpenAILLM:
     def logprobs(self, prefixes: list[str], continuations: list[str]) -> list[list[float]]:
         return collect(self.logprobs_each(prefixes, continuations), len(prefixes))
 
-    def top_logprobs_each(self, prefixes: list[str], k: int = 20) -> Iterator[tuple[int, Any]]:
+    def top_logprobs_each(self, prefixes: list[str], k: int = 20, labels: Sequence[str] = ()) -> Iterator[tuple[int, Any]]:
+        """Top-k next tokens (the API gives no others: ``labels`` beyond the top k stay unseen)."""
         async def work(prefix: str, batch) -> dict[str, float]:
             data = await self.client.request("completions", {"model": self.model, "prompt": prefix, "max_tokens": 1,
                                                              "temperature": 0, "logprobs": k}, _has_choices, batch)
@@ -200,11 +201,13 @@ class OpenAILLM:
             return {str(t): float(v) for t, v in tops[0].items()}
         return self.client.each(work, prefixes)
 
-    def top_logprobs(self, prefixes: list[str], k: int = 20) -> list[dict[str, float]]:
+    def top_logprobs(self, prefixes: list[str], k: int = 20, labels: Sequence[str] = ()) -> list[dict[str, float]]:
         return collect(self.top_logprobs_each(prefixes, k), len(prefixes))
 
-    def chat_top_logprobs_each(self, conversations: list[Conversation], k: int = 20) -> Iterator[tuple[int, Any]]:
-        """Top-k first tokens of the assistant reply (chat API ``logprobs``/``top_logprobs``)."""
+    def chat_top_logprobs_each(self, conversations: list[Conversation], k: int = 20,
+                               labels: Sequence[str] = ()) -> Iterator[tuple[int, Any]]:
+        """Top-k first tokens of the assistant reply (chat API ``logprobs``/``top_logprobs``; ``labels``
+        beyond the top k stay unseen)."""
         async def work(conversation: Conversation, batch) -> dict[str, float]:
             data = await self.client.request("chat/completions", {"model": self.model, "messages": conversation,
                                                                   "max_tokens": 1, "temperature": 0, "logprobs": True,
@@ -216,7 +219,8 @@ class OpenAILLM:
             return {e["token"]: float(e["logprob"]) for e in content[0].get("top_logprobs", [])}
         return self.client.each(work, conversations)
 
-    def chat_top_logprobs(self, conversations: list[Conversation], k: int = 20) -> list[dict[str, float]]:
+    def chat_top_logprobs(self, conversations: list[Conversation], k: int = 20,
+                          labels: Sequence[str] = ()) -> list[dict[str, float]]:
         return collect(self.chat_top_logprobs_each(conversations, k), len(conversations))
 
     # ---- prompts -------------------------------------------------------------------------------

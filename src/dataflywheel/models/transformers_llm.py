@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from dataflywheel.models.bundled import SMOLLM2, resolve_llm_path
-from dataflywheel.models.llm import Conversation, GenerationParams
+from dataflywheel.models.llm import Conversation, GenerationParams, reads_as
 from dataflywheel.models.usage import Usage
 
 _LOGIT_CHUNK = 1024  # positions projected to the vocabulary at once (bounds memory)
@@ -58,6 +58,7 @@ class TransformersLLM:
         self.name = f"transformers:{model}:{dtype}" + (f":adapter={adapter}" if adapter else "")
         self.max_length, self.batch_size, self.batch_tokens = max_length, batch_size, batch_tokens
         self.usage = Usage()
+        self._label_cache: dict[tuple[str, ...], tuple[list[int], list[str]]] = {}
 
     # ---- prompts --------------------------------------------------------------------------------
 
@@ -131,12 +132,14 @@ class TransformersLLM:
                 self.usage.count_tokens(prompt=sum(lengths[i] for i in batch))
         return results
 
-    def top_logprobs(self, prefixes: list[str], k: int = 20) -> list[dict[str, float]]:
-        """The k most likely next tokens after each prefix (batched, left-aligned by true length)."""
+    def top_logprobs(self, prefixes: list[str], k: int = 20, labels: Sequence[str] = ()) -> list[dict[str, float]]:
+        """The k most likely next tokens after each prefix (batched, left-aligned by true length), plus every
+        vocabulary token that reads as one of ``labels`` (tokens of the same text: their summed probability)."""
         torch = self.torch
         encoded = [self._encode(p)[-self.max_length:] or [self.tokenizer.eos_token_id] for p in prefixes]
         lengths = [len(e) for e in encoded]
         order = sorted(range(len(encoded)), key=lambda i: lengths[i])
+        label_ids, label_texts = self._label_tokens(tuple(labels))
         results: list[dict[str, float]] = [{} for _ in encoded]
         with torch.inference_mode():
             for batch in _batches(order, lengths, self.batch_tokens, self.batch_size):
@@ -144,18 +147,41 @@ class TransformersLLM:
                 last = hidden[torch.arange(len(batch)), torch.tensor([lengths[i] - 1 for i in batch])]
                 logprobs = torch.log_softmax(self._head(last).float(), -1)
                 top = torch.topk(logprobs, k, dim=-1)
+                gathered = logprobs[:, label_ids].tolist() if label_texts else [[] for _ in batch]
                 for row, i in enumerate(batch):
                     tokens = self.tokenizer.convert_ids_to_tokens(top.indices[row].tolist())
                     text = [self.tokenizer.convert_tokens_to_string([t]) for t in tokens]
                     results[i] = {}
                     for token, value in zip(text, top.values[row].tolist()):
                         results[i].setdefault(token, value)
+                    by_text: dict[str, list[float]] = {}
+                    for token, value in zip(label_texts, gathered[row]):
+                        by_text.setdefault(token, []).append(value)
+                    for token, values in by_text.items():
+                        results[i][token] = torch.logsumexp(torch.tensor(values), 0).item()
                 self.usage.count_tokens(prompt=sum(lengths[i] for i in batch))
         return results
 
-    def chat_top_logprobs(self, conversations: list[Conversation], k: int = 20) -> list[dict[str, float]]:
-        """Top-k first tokens of the assistant reply."""
-        return self.top_logprobs([self.format_chat(c) for c in conversations], k)
+    def _label_tokens(self, labels: tuple[str, ...]) -> tuple[list[int], list[str]]:
+        """Ids and texts of the vocabulary tokens that read as one of ``labels`` (found once per label set)."""
+        if not labels:
+            return [], []
+        found = self._label_cache.get(labels)
+        if found is None:
+            vocab = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
+            found = ([], [])
+            for token_id, token in enumerate(vocab):
+                text = self.tokenizer.convert_tokens_to_string([token]) if token is not None else ""
+                if reads_as(text, labels) is not None:
+                    found[0].append(token_id)
+                    found[1].append(text)
+            self._label_cache[labels] = found
+        return found
+
+    def chat_top_logprobs(self, conversations: list[Conversation], k: int = 20,
+                          labels: Sequence[str] = ()) -> list[dict[str, float]]:
+        """Top-k first tokens of the assistant reply, plus ``labels`` (see top_logprobs)."""
+        return self.top_logprobs([self.format_chat(c) for c in conversations], k, labels)
 
     # ---- generation -----------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from dataflywheel.models.bundled import SMOLLM2, resolve_llm_path
 from dataflywheel.models.llm import Conversation, GenerationParams, ModelFeatureError
 from dataflywheel.models.usage import Usage
@@ -63,7 +65,8 @@ class VLLMLLM:
             self.usage.count_tokens(len(ids))
         return results
 
-    def top_logprobs(self, prefixes: list[str], k: int = 20) -> list[dict[str, float]]:
+    def top_logprobs(self, prefixes: list[str], k: int = 20, labels: Sequence[str] = ()) -> list[dict[str, float]]:
+        """Top-k next tokens; ``labels`` are not added (vLLM returns ranked tokens only; untested here)."""
         sampling = self._vllm.SamplingParams(max_tokens=1, temperature=0, logprobs=k)
         outputs = self.engine.generate(list(prefixes), sampling, use_tqdm=False)
         results = []
@@ -73,5 +76,6 @@ class VLLMLLM:
             results.append({lp.decoded_token: lp.logprob for lp in ranked})
         return results
 
-    def chat_top_logprobs(self, conversations: list[Conversation], k: int = 20) -> list[dict[str, float]]:
-        return self.top_logprobs([self.format_chat(c) for c in conversations], k)
+    def chat_top_logprobs(self, conversations: list[Conversation], k: int = 20,
+                          labels: Sequence[str] = ()) -> list[dict[str, float]]:
+        return self.top_logprobs([self.format_chat(c) for c in conversations], k, labels)

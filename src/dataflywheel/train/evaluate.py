@@ -53,7 +53,7 @@ def _verdict(judge, instruction: str, first: str, second: str) -> str | None:
     prompt = render_file(PAIRWISE, instruction=instruction, a=first, b=second)
     conversation = [{"role": "user", "content": prompt}]
     try:
-        [top] = judge.chat_top_logprobs([conversation], 20)
+        [top] = judge.chat_top_logprobs([conversation], 20, ("A", "B"))
         p = label_mass(top, lambda token: token.strip() if token.strip() in ("A", "B") else None)
         if trusted(p):
             return "A" if p.get("A", 0.0) >= p.get("B", 0.0) else "B"

@@ -65,7 +65,7 @@ class AskLLMScorer(Scorer):
     def score_batch(self, records: list[dict]) -> list[float]:
         llm = self.context.models.llm(self.config.model)
         conversations = [self._prompt(llm, r) for r in records]
-        scores = [p_yes(top, self.config.min_mass) for top in llm.chat_top_logprobs(conversations, 20)]
+        scores = [p_yes(top, self.config.min_mass) for top in llm.chat_top_logprobs(conversations, 20, ("yes", "no"))]
         todo = [i for i, s in enumerate(scores) if math.isnan(s)]
         if todo:
             self.counters[f"yes/no below {self.config.min_mass} of the probability: generated and read"] += len(todo)

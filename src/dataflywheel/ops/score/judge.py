@@ -81,7 +81,7 @@ class JudgeScorer(Scorer):
         scores = [float("nan")] * len(records)
         if self.config.method in ("auto", "logprobs"):
             try:
-                tops = llm.chat_top_logprobs(conversations, 20)
+                tops = llm.chat_top_logprobs(conversations, 20, [str(s) for s in range(low, high + 1)])
                 scores = [expected_score(top, low, high, self.config.min_mass) for top in tops]
                 low_mass = sum(math.isnan(s) for s in scores)
                 if low_mass:
