@@ -63,3 +63,37 @@ def test_perplexity_filter_drops_both_tails():
     _, selection = select("select.perplexity_filter", rows, low=0.1, high=0.1)
     assert sorted(selection.rejected) == [0, 1, 18, 19]
     assert "lowest" in selection.rejected[0] and "highest" in selection.rejected[19]
+
+
+def test_recipe_naming_a_score_nothing_can_write_is_an_error_before_any_work(tmp_path):
+    """A typo, or a selector without its scorer, stops at validation (exit 2) naming step and score;
+    a score that an earlier step writes, or that the input already carries, passes."""
+    from dataflywheel.io import write_records
+    from dataflywheel.pipeline import RecipeError, parse_recipe
+
+    plain, scored = tmp_path / "plain.jsonl", tmp_path / "scored.jsonl"
+    write_records(records(), plain)
+    write_records(records(ifd=[0.5, 0.7, 0.1, 0.9, 0.3, 0.2]), scored, with_scores=True)
+
+    def recipe(path, *steps):
+        return {"input": {"path": str(path)}, "output": {"dir": str(tmp_path / "run")}, "steps": list(steps)}
+
+    top = {"op": "select.top_k", "scores": {"ifdd": 1.0}, "count": 2}
+    rng = {"op": "select.score_range", "score": "judge.alpagasus", "min": 4}
+    with pytest.raises(RecipeError) as err:
+        parse_recipe(recipe(plain, top, rng))
+    message = str(err.value)
+    assert "step 1 (select.top_k)" in message and "'ifdd'" in message and "did you mean 'ifd'" in message
+    assert "step 2 (select.score_range)" in message and "score.judge" in message  # every problem at once
+    assert not (tmp_path / "run").exists()
+
+    parse_recipe(recipe(scored, {**top, "scores": {"ifd": 1.0}}))  # the input carries it
+    parse_recipe(recipe(plain, {"op": "score.judge"}, rng))  # an earlier step writes it
+    parse_recipe(recipe(plain, {"op": "score.ifd", "score_name": "x"}, {**top, "scores": {"x.answer_loss": 1}}))
+    with pytest.raises(RecipeError, match="'ifd'"):  # a scorer renamed to x writes x, not ifd
+        parse_recipe(recipe(plain, {"op": "score.ifd", "score_name": "x"}, {**top, "scores": {"ifd": 1.0}}))
+    with pytest.raises(RecipeError, match="'ifd'"):  # a built-in mapper writes no score
+        parse_recipe(recipe(plain, {"op": "enhance.normalize"}, {**top, "scores": {"ifd": 1.0}}))
+    # after a plugin mapper (which may write anything) the check trusts the name; the run checks it
+    parse_recipe({**recipe(plain, {"op": "test.shout_batch"}, {**top, "scores": {"ifd": 1.0}}),
+                  "plugins": ["tests.pipeline.gen_plugins"]})

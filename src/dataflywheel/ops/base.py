@@ -81,6 +81,15 @@ class Operator:
         """Whether the operator calls models (engines give such operators long-lived workers)."""
         return bool(cls.role_fields())
 
+    def reads_scores(self) -> tuple[str, ...]:
+        """Names of the scores this step ranks or filters by (a recipe is checked for them before any work)."""
+        return ()
+
+    def writes_scores(self) -> tuple[str, ...] | None:
+        """Names of the scores this step adds to records; None when it cannot say (a recipe's score check
+        then trusts any name read after it). Filters and selectors add none unless they say so."""
+        return None if self.kind in ("mapper", "generator") else tuple(getattr(self, "produces", ()))
+
     def setup(self) -> None:
         """Open what the operator needs in this process (called once before the first batch)."""
 
@@ -121,6 +130,12 @@ class Scorer(Operator):
     @property
     def score_name(self) -> str:
         return getattr(self.config, "score_name", None) or self.name.split(".", 1)[-1]
+
+    def writes_scores(self) -> tuple[str, ...]:
+        """``score_name``, and ``produces`` (written for the default name) renamed after it."""
+        default = next(iter(getattr(self, "produces", ())), self.score_name)
+        extra = [n.replace(default, self.score_name, 1) for n in getattr(self, "produces", ()) if n != default]
+        return (self.score_name, *extra)
 
     def score_batch(self, records: list[dict]) -> list[float] | list[dict[str, float]]:
         """One score per record, or a dict of named scores per record."""

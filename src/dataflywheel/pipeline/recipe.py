@@ -175,9 +175,60 @@ def parse_recipe(data: Any, source: str = "recipe", *, allow_no_input: bool = Fa
     if recipe is not None and recipe.input is None and not allow_no_input and not _starts_with_source(recipe):
         problems.append("recipe: 'input' is missing (only a recipe whose first step is a source generator, "
                         "such as one that needs no data, may omit it)")
+    if not problems and recipe is not None:
+        problems.extend(_score_problems(recipe))
     if problems:
         raise RecipeError(f"{source}: " + ("\n  ".join([""] + problems) if len(problems) > 1 else problems[0]))
     return recipe
+
+
+PEEK = 1000
+"""Records of the input looked at for scores it already carries (a run's output read back)."""
+
+
+def _score_problems(recipe: Recipe) -> list[str]:
+    """Steps that rank or filter by a score no earlier step writes and the input's first records lack."""
+    from dataflywheel.ops.base import OpContext
+    from dataflywheel.ops.select.score_check import missing_score_message
+
+    context = OpContext(models=_NoModels())
+    written: set[str] | None = set()  # None: an earlier step may write any score
+    wanted = []
+    for number, spec in enumerate(recipe.steps, start=1):
+        op = get_operator(spec.op)(get_operator(spec.op).Config(**spec.config), context)
+        if written is not None:
+            wanted += [(number, spec, name) for name in op.reads_scores() if name not in written]
+            more = op.writes_scores()
+            written = None if more is None else written | set(more)
+    if not wanted:
+        return []
+    carried = _input_scores(recipe)
+    if carried is None:  # records from Python, or an input that cannot be read: checked at run time
+        return []
+    return [f"step {number} ({spec.op}): " + missing_score_message(spec.name, name).split(": ", 1)[1]
+            + f" (no earlier step writes it and the input's first {PEEK} records lack it)"
+            for number, spec, name in wanted if name not in carried]
+
+
+class _NoModels:
+    """Models are not needed to say which scores a step reads or writes."""
+
+
+def _input_scores(recipe: Recipe) -> set[str] | None:
+    """Score names on the input's first records; None when there is no input file to look at."""
+    from itertools import islice
+
+    from dataflywheel.io import ReadReject, read_records
+
+    spec = recipe.input
+    if spec is None or not Path(spec.path).exists():
+        return None
+    try:
+        records = islice(read_records(spec.path, None if spec.format == "auto" else spec.format,
+                                      None if spec.file_type == "auto" else spec.file_type), PEEK)
+        return {name for r in records if not isinstance(r, ReadReject) for name in r.get("scores", {})}
+    except (OSError, ValueError):  # unreadable input: the run reports it, naming the file
+        return None
 
 
 def load_recipe(path: str | Path) -> Recipe:

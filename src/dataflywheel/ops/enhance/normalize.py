@@ -23,6 +23,9 @@ class Normalize(Mapper):
     name = "enhance.normalize"
     Config = NormalizeConfig
 
+    def writes_scores(self) -> tuple[str, ...]:
+        return ()
+
     def _clean(self, text: str) -> str:
         if self.config.unicode_form != "none":
             text = unicodedata.normalize(self.config.unicode_form, text)

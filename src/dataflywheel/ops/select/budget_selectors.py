@@ -45,6 +45,9 @@ class TopK(Selector):
     name = "select.top_k"
     Config = TopKConfig
 
+    def reads_scores(self) -> tuple[str, ...]:
+        return tuple(self.config.scores)
+
     def select(self, scan) -> Selection:
         cfg = self.config
         found = gather(scan, score_names=tuple(cfg.scores), op=self,
@@ -96,6 +99,9 @@ class DeitaSelect(Selector):
 
     name = "select.deita"
     Config = DeitaConfig
+
+    def reads_scores(self) -> tuple[str, ...]:
+        return (self.config.score,)
 
     def select(self, scan) -> Selection:
         cfg = self.config
@@ -225,6 +231,9 @@ class FacilityLocationSelect(Selector):
 
     name = "select.facility_location"
     Config = FacilityLocationConfig
+
+    def reads_scores(self) -> tuple[str, ...]:
+        return (self.config.score,) if self.config.score else ()
 
     def select(self, scan) -> Selection:
         cfg = self.config

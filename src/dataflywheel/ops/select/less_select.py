@@ -44,6 +44,9 @@ class LessSelect(Selector):
     name = "select.less"
     Config = LessConfig
 
+    def writes_scores(self) -> tuple[str, ...]:
+        return (self.config.score_name,)
+
     def _examples(self, records: list[dict], model) -> list[tuple[str, str]]:
         tokenizer = model.tokenizer
         return [(tokenizer.apply_chat_template(prompt_turns(r), tokenize=False, add_generation_prompt=True),

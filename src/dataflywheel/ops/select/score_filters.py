@@ -46,6 +46,9 @@ class ScoreRangeFilter(Filter):
     name = "select.score_range"
     Config = ScoreRangeConfig
 
+    def reads_scores(self) -> tuple[str, ...]:
+        return (self.config.score,)
+
     def reject_reasons(self, records: list[dict]) -> list[str | None]:
         cfg = self.config
         values = [_value(r, cfg.score) for r in records]
@@ -85,6 +88,9 @@ class PerplexityTails(Selector):
 
     name = "select.perplexity_filter"
     Config = PerplexityTailsConfig
+
+    def reads_scores(self) -> tuple[str, ...]:
+        return (self.config.score,)
 
     def select(self, scan) -> Selection:
         cfg = self.config

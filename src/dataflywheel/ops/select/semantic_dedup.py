@@ -39,6 +39,9 @@ class SemanticDedup(Selector):
     name = "select.semantic_dedup"
     Config = SemanticDedupConfig
 
+    def reads_scores(self) -> tuple[str, ...]:
+        return () if self.config.keep in ("farthest", "first") else (self.config.keep,)
+
     def select(self, scan) -> Selection:
         cfg = self.config
         by_score = cfg.keep not in ("farthest", "first")
