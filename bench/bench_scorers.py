@@ -65,6 +65,14 @@ def accuracies(values: dict[str, dict[int, float]], lengths: dict[str, dict[int,
     return raw, matched_acc, len(matched), regressed
 
 
+def length_correlation(values: dict[str, dict[int, float]], lengths: dict[str, dict[int, float]]) -> float:
+    """Spearman rank correlation of a score with answer length (tokens) over every scored answer."""
+    from scipy.stats import spearmanr
+
+    keys = [(m, i) for m, d in values.items() for i in d if not math.isnan(values[m][i])]
+    return float(spearmanr([values[m][i] for m, i in keys], [lengths[m][i] for m, i in keys]).statistic)
+
+
 def gpt4_agreement(values: dict[str, dict[int, float]], chosen: list[int]) -> float:
     agree = []
     for weak in WEAK:
@@ -110,6 +118,25 @@ def main() -> None:
     flat = [(m, i) for m in records for i in chosen]
     batch = [records[m][i] for m, i in flat]
 
+    def top20_scores(llm, context, op_name, rubric=None):
+        """The scorer as it was before issue 13: expected score / p(yes) over the top 20 next tokens, trusted
+        whatever probability they hold (NaN only when no label is among them; no generated fallback)."""
+        from dataflywheel.ops.score.ask_llm import p_yes
+        from dataflywheel.ops.score.judge import RUBRICS, expected_score
+
+        cls = get_operator(op_name)
+        op = cls(cls.Config(model="default", **({"rubric": rubric} if rubric else {})), context)
+        if rubric:
+            low, high = RUBRICS[rubric]
+            tops = llm.chat_top_logprobs(op._conversations(batch), 20)
+            out = [expected_score(top, low, high, 0.0) for top in tops]
+        else:
+            out = [p_yes(top, 0.0) for top in llm.chat_top_logprobs([op._prompt(llm, r) for r in batch], 20)]
+        values = {m: {} for m in records}
+        for (m, i), value in zip(flat, out):
+            values[m][i] = value
+        return values
+
     def run(op_name, context, pick, **config):
         cls = get_operator(op_name)
         op = cls(cls.Config(**config), context)
@@ -130,13 +157,30 @@ def main() -> None:
                                                float("nan")),
     }
     ifd_values, ifd_rate = run("score.ifd", local, lambda v: v)
+    # before issue 13: L(A) after an empty prefix (the model's BOS), and IFD > 1 ranked like any other value
+    from dataflywheel.ops.score.ifd import mean_loss, truncate
+    from dataflywheel.records import response_text
+
+    llm = registry.llm("default")
+    bare = llm.logprobs([""] * len(batch), [truncate(llm, response_text(r), 512) for r in batch])
+    old = {m: {} for m in records}
+    for (m, i), direct in zip(flat, bare):
+        old[m][i] = ifd_values[m][i]["ifd.answer_loss"] / mean_loss(direct)
+    results["IFD before the fix: L(A) after a bare start, IFD > 1 kept"] = (old, float("nan"))
     results["IFD L(A|Q)/L(A), SmolLM2 (higher = better)"] = (
         {m: {i: v["ifd"] for i, v in d.items()} for m, d in ifd_values.items()}, ifd_rate)
+    results["IFD as selectors rank it (IFD > 1 below every IFD <= 1)"] = (
+        {m: {i: v["ifd"] if v["ifd"] <= 1 else -v["ifd"] for i, v in d.items()} for m, d in ifd_values.items()},
+        ifd_rate)
     results["answer loss given instruction, SmolLM2 (lower = better)"] = (
         {m: {i: -v["ifd.answer_loss"] for i, v in d.items()} for m, d in ifd_values.items()}, ifd_rate)
     for rubric in ("alpagasus", "deita_quality"):
+        results[f"judge {rubric}, SmolLM2, before the fix: top 20 tokens, any mass"] = (
+            top20_scores(llm, local, "score.judge", rubric), float("nan"))
         results[f"judge {rubric}, SmolLM2, expected score"] = run("score.judge", local, lambda v: v, rubric=rubric,
                                                                   model="default")
+    results["Ask-LLM p(yes), SmolLM2, before the fix: top 20 tokens, any mass"] = (
+        top20_scores(llm, local, "score.ask_llm"), float("nan"))
     results["Ask-LLM p(yes), SmolLM2"] = run("score.ask_llm", local, lambda v: v, model="default")
     base_url, model = os.environ.get("DATAFLYWHEEL_JUDGE_BASE_URL"), os.environ.get("DATAFLYWHEEL_JUDGE_MODEL")
     if base_url and model:
@@ -148,9 +192,12 @@ def main() -> None:
 
     rows = []
     for name, (values, rate) in results.items():
+        if "before the fix" in name:
+            name = "*" + name + "*"
         raw, matched, n_matched, regressed = accuracies(values, lengths, chosen)
         rows.append([name.replace("|", "\\|"), f"{raw:.0%}", f"{matched:.0%} (n={n_matched})", f"{regressed:.0%}",
-                     f"{gpt4_agreement(values, chosen):.0%}", "" if math.isnan(rate) else f"{rate:.1f}"])
+                     f"{gpt4_agreement(values, chosen):.0%}", f"{length_correlation(values, lengths):+.2f}",
+                     "" if math.isnan(rate) else f"{rate:.1f}"])
         print(rows[-1], flush=True)
     server_note = ("" if base_url and model else " No judge server was set (DATAFLYWHEEL_JUDGE_BASE_URL / "
                    "DATAFLYWHEEL_JUDGE_MODEL), so the server rows are absent.")
@@ -159,8 +206,11 @@ def main() -> None:
             "tokens. Accuracy = share of pairs where the stronger model's answer scores higher (chance 50%); "
             "length-matched = pairs whose lengths differ by at most 25%; length-regressed = after removing a "
             "linear fit on log length; GPT-4 agreement = same preference as GPT-4 Turbo in AlpacaEval 2's "
-            f"annotations (gpt4_1106_preview vs oasst/falcon).{server_note}\n\n"
-            + table(["scorer", "accuracy", "length-matched", "length-regressed", "GPT-4 agreement", "records/s"], rows)
+            f"annotations (gpt4_1106_preview vs oasst/falcon); Spearman = rank correlation of the score with answer "
+            "length. Rows in italics recompute a scorer as it was before the fixes of issue 13 (IFD's L(A) after a "
+            f"bare start; judges trusting the top 20 tokens whatever mass they hold).{server_note}\n\n"
+            + table(["scorer", "accuracy", "length-matched", "length-regressed", "GPT-4 agreement",
+                     "Spearman with length", "records/s"], rows)
             + "\n\n" + verdict(results, lengths, chosen))
     write_section("Quality scorers on AlpacaEval (ranking accuracy)", body)
     print(body)

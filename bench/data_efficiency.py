@@ -50,6 +50,8 @@ METHODS = ("longest", "ifd", "ask_llm", "judge", "density", "deita", "less", "co
 ARMS = ["base", "random5", "random10", "full"] + [f"{m}{p}" for m in METHODS for p in (5, 10)]
 COMBO = {"ifd": 1.0, "ask_llm": 1.0, "length": 1.0}
 """Our combination, fixed before any arm ran: equal-weight z-scores of IFD, Ask-LLM p(yes) and answer length."""
+BEFORE = RESULTS / "before_issue13"
+"""Results of the arms whose scorers or selectors issue 13 changed, as they were measured before it."""
 
 
 # ---------------------------------------------------------------- data
@@ -142,20 +144,26 @@ def compute_scores(pool, targets, protocol: dict, registry, quiet: bool) -> dict
                             for r in pool]
     scorers = {"ifd": op("score.ifd", model="default", max_answer_tokens=protocol["score_answer_tokens"]),
                "ask_llm": op("score.ask_llm", model="default"),
-               "judge": op("score.judge", rubric="alpagasus", model="default", score_name="judge")}
+               "judge": op("score.judge", rubric="alpagasus", model="default", score_name="judge"),
+               "deita": op("score.deita", model="default")}  # DEITA's own score: complexity x quality
+    flags = {"ifd": "ifd.above_1"}  # IFD > 1: top_k never picks these (Cherry LLM drops them)
     with StepProgress(quiet) as progress:
         for name, scorer in scorers.items():
             if name in scores:
                 continue
             started = time.perf_counter()
             scoring = scoring or cut(llm, pool, protocol["score_answer_tokens"])
-            values = []
+            values, flagged = [], []
             with progress.step(f"score {name}", len(scoring)) as advance:
                 for start in range(0, len(scoring), 16):
                     for value in scorer.score_batch(scoring[start:start + 16]):
                         values.append(float(value[name] if isinstance(value, dict) else value))
+                        if name in flags:
+                            flagged.append(float(value[flags[name]]))
                     advance(min(16, len(scoring) - start))
             scores[name], seconds[name] = values, time.perf_counter() - started
+            if name in flags:
+                scores[flags[name]] = flagged
             save_json(path, protocol, {"scores": scores, "seconds": seconds})
         if "less" not in scores:
             started = time.perf_counter()
@@ -184,7 +192,7 @@ def split_arm(arm: str) -> tuple[str, int | None]:
 
 def choose(arm: str, pool, scores, protocol: dict, registry) -> list[int]:
     """Pool positions an arm trains on."""
-    from dataflywheel.algorithms.subset import budget_size, weighted_zscores
+    from dataflywheel.algorithms.subset import budget_size
     from dataflywheel.ops import OpContext, get_operator
 
     n = len(pool)
@@ -203,10 +211,7 @@ def choose(arm: str, pool, scores, protocol: dict, registry) -> list[int]:
                "less": ("select.top_k", {"scores": {"less": 1.0}}),
                "combo": ("select.top_k", {"scores": COMBO}),
                "density": ("select.density_sample", {}),
-               "deita": ("select.deita", {"score": "combo"})}
-    if method == "deita":  # DEITA's score-first walk over our combination, with its diversity threshold
-        combo = weighted_zscores(scores, COMBO)
-        scored = [{**r, "scores": {**r["scores"], "combo": c}} for r, c in zip(scored, combo)]
+               "deita": ("select.deita", {"score": "deita"})}  # DEITA's evol score, its diversity walk
     name, config = configs[method]
     cls = get_operator(name)
     selection = cls(cls.Config(count=budget, **config), context).select(lambda: iter([scored]))
@@ -319,6 +324,19 @@ def write_report(protocol: dict, results: dict, wins: dict, scores_seconds: dict
         from_strong = sum(n for model, n in r["generators"].items() if model in strong)
         share = f"{from_strong / r['records']:.0%}" if r["records"] else ""
         rows.append([arm, r["records"], share, fmt_ci(loss["reference_loss"], loss["ci95"]), delta, win_text, minutes])
+    for arm in ARMS:  # the same arms as measured before issue 13 fixed their scorers
+        old = load_json(BEFORE / f"{arm}.json", protocol)
+        if old is None:
+            continue
+        other = baseline_of(arm)
+        delta = ""
+        if other in results:
+            d = paired_delta(old, results[other])
+            delta = f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] vs {other}"
+        from_strong = sum(n for model, n in old["generators"].items() if model in strong)
+        rows.append([f"*{arm}, before issue 13*", old["records"], f"{from_strong / old['records']:.0%}",
+                     fmt_ci(old["reference_loss"]["reference_loss"], old["reference_loss"]["ci95"]), delta, "",
+                     f"{sum(old['seconds'].values()) / 60:.1f}"])
     findings = []
     for percent in (5, 10):
         candidates = [a for a in results if split_arm(a)[1] == percent and split_arm(a)[0] != "random"]
@@ -359,8 +377,10 @@ def write_report(protocol: dict, results: dict, wins: dict, scores_seconds: dict
         f"{p['seed']}): equal compute, so the full pool is seen only in part and 5% arms are seen about twice. "
         f"LESS's target = {p['target_examples']} other training instructions with gpt4_1106_preview answers: "
         f"it alone is shown examples of the evaluation's reference style. "
-        f"Combination (fixed in advance) = equal-weight z-scores of IFD, Ask-LLM and answer length; DEITA walks "
-        f"that combination with cosine tau 0.9 on MiniLM embeddings. Win rate = judge ({judge}) preference over "
+        f"Combination (fixed in advance) = equal-weight z-scores of IFD, Ask-LLM and answer length; DEITA = "
+        f"score.deita (the judge's complexity x quality, DEITA's evol score) walked with cosine tau 0.9 on MiniLM "
+        f"embeddings. IFD arms never pick IFD > 1. Rows in italics: the same arms measured before issue 13 fixed "
+        f"IFD, the judges, Ask-LLM, density, LESS's warm-up and DEITA (whose arm then walked the combination). Win rate = judge ({judge}) preference over "
         f"the random arm of equal size on the first {p['winrate']} held-out instructions, answers of at most "
         f"{p['answer_tokens']} tokens, each pair judged in both orders (a tie when they disagree). Loss CIs are "
         f"95% bootstrap; Δ is paired per instruction (negative = closer to the references than random). "
