@@ -51,7 +51,7 @@ def bare_loop() -> tuple[float, int]:
 def flywheel_run(work: Path, number: int) -> tuple[float, float, dict]:
     recipe = work / "recipe.json"
     recipe.write_text(json.dumps({"input": {"path": str(DATA)}, "output": {"dir": str(work / f"run{number}")},
-                                  "cache": "off", "steps": STEPS}))
+                                  "cache": "off", "workers": 1, "steps": STEPS}))  # one process, as the bare loop
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "dataflywheel.cli", "run", str(recipe), "--quiet"], check=True,
                    stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})

@@ -83,3 +83,19 @@ def test_inspect_a_run_shows_its_scores(tmp_path):
     assert stats["scores"]["ifd"]["count"] == 2 and stats["scores"]["ifd"]["max"] == 0.9
     table = runner.invoke(app, ["inspect", str(path)], env={"COLUMNS": "200"}).output
     assert "score ifd" in table and "records" in table
+
+
+def test_run_workers_flag_overrides_the_recipe_and_is_checked(tmp_path):
+    rows = [{"instruction": f"Explain topic number {i} in a few words", "output": f"Topic {i} is simple."}
+            for i in range(600)]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(json.dumps({"input": {"path": str(data)}, "output": {"dir": str(tmp_path / "run")},
+                                  "batch_size": 100, "workers": 1,
+                                  "steps": [{"op": "select.repetition_filter"}]}))
+    bad = runner.invoke(app, ["run", str(recipe), "--workers", "0", "-q"])
+    assert bad.exit_code == 2 and not (tmp_path / "run").exists()
+    result = runner.invoke(app, ["run", str(recipe), "--workers", "2", "-q"])
+    assert result.exit_code == 0, result.output
+    assert len(read_jsonl(tmp_path / "run" / "output.jsonl")) == 600
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["workers"] == 2

@@ -55,6 +55,8 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Estimate model calls and tokens on a sample; send nothing."),
     sample: int = typer.Option(20, "--sample", help="Records the dry run uses (its figures are scaled to the input)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1,
+                                          help="Processes for CPU-bound steps (default: the recipe's, else one per core)."),
 ) -> None:
     """Run a recipe: read, apply every step, write the output, rejects and manifest."""
     from dataflywheel.errors import FatalError
@@ -67,7 +69,7 @@ def run(
     if dry_run:
         _print_estimate(parsed, sample, quiet)
         return
-    executor = LocalExecutor(parsed, output, quiet=quiet)
+    executor = LocalExecutor(parsed, output, quiet=quiet, workers=workers)
     try:
         manifest = executor.execute(resume=resume, force=force)
     except RunError as e:

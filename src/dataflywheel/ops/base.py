@@ -55,6 +55,9 @@ class Operator:
     kind: ClassVar[str]
     Config: ClassVar[type[OpConfig]] = OpConfig
     model_role_fields: ClassVar[tuple[str, ...]] = ()
+    cpu_bound: ClassVar[bool] = False
+    """Batches may run in worker processes (an engine's process pool): the operator computes on the CPU,
+    uses no models, and keeps no state from one batch to the next besides ``counters``."""
 
     def __init__(self, config: OpConfig | None = None, context: OpContext | None = None):
         self.config = config if config is not None else self.Config()

@@ -4,11 +4,13 @@ Consecutive record-by-record steps (reading, filters, mappers, scorers) run as o
 through all of them without re-reading checkpoints, and each step still writes its own checkpoint and
 sees exactly the batches it would see reading the previous checkpoint (outputs are re-batched to
 ``batch_size``), so a resumed run ends byte-identical. Selectors and generators run on their own.
+CPU-bound operators without models run their batches in a process pool (``workers``), booked in order.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -21,6 +23,7 @@ from dataflywheel.pipeline.recipe import Recipe
 from dataflywheel.pipeline.run import Run, RunError, Step, add_usage, usage_delta
 from dataflywheel.pipeline.run_dir import iter_checkpoint_rows
 from dataflywheel.pipeline.step_writer import Rows, StepWriter
+from dataflywheel.pipeline.workers import Pool, active, default_workers, pooled
 from dataflywheel.records import RecordError, loads
 
 STREAMED = (Filter, Mapper, Scorer)
@@ -34,6 +37,10 @@ def _records(rows: Rows) -> list[dict]:
     return [record for record, _, _ in rows]
 
 
+def _ready(future) -> bool:
+    return future is not None and future.done()
+
+
 class _Stage:
     """One streamed step: its operator, its books, and the buffer that re-batches its input."""
 
@@ -42,6 +49,7 @@ class _Stage:
         self.buffer: Rows = []
         self.seconds = 0.0
         self.usage: dict = {}  # model usage of this step alone (the stream's steps share the models)
+        self.pending: deque = deque()  # (rows, future or None) sent to the pool, booked in this order
 
 
 class LocalEngine:
@@ -49,11 +57,19 @@ class LocalEngine:
 
     name = "local"
 
-    def __init__(self, batch_size: int, progress: StepProgress):
+    def __init__(self, batch_size: int, progress: StepProgress, workers: int | None = None):
         self.size = batch_size
         self.progress = progress
+        self.pool = Pool(workers or default_workers())
 
     def run(self, run: Run, plan: list[Step]) -> None:
+        with active(self.pool):
+            try:
+                self._run(run, plan)
+            finally:
+                self.pool.close()
+
+    def _run(self, run: Run, plan: list[Step]) -> None:
         i = 0
         while i < len(plan):
             step = plan[i]
@@ -148,16 +164,47 @@ class LocalEngine:
         if stage.buffer:
             batch, stage.buffer = stage.buffer, []
             self._process(stages, k, batch)
+        while stage.pending:
+            self._book_pooled(stages, k, last=True)
 
     def _process(self, stages: list[_Stage], k: int, rows: Rows) -> None:
         stage = stages[k]
+        if self.pool.workers > 1 and pooled(stage.step.op):
+            stage.pending.append((rows, None))
+            if len(stage.pending) > 1 or self.pool.started:
+                self._submit(stage)
+            while stage.pending and (len(stage.pending) > self.pool.window or _ready(stage.pending[0][1])):
+                self._book_pooled(stages, k)
+            return
         started = time.perf_counter()
         usage_before = self.models.usage()
-        kept = stage.writer.add(apply_batch(stage.step.op, stage.step.name, _records(rows)), rows)
+        items = apply_batch(stage.step.op, stage.step.name, _records(rows))
         stage.usage = add_usage(stage.usage, usage_delta(usage_before, self.models.usage()))
+        self._book(stages, k, rows, items, started)
+
+    def _book(self, stages: list[_Stage], k: int, rows: Rows, items: list[Item], started: float) -> None:
+        stage = stages[k]
+        kept = stage.writer.add(items, rows)
         stage.seconds += time.perf_counter() - started
         stage.advance(len(rows))
         self._push(stages, k + 1, kept)
+
+    def _submit(self, stage: _Stage) -> None:
+        for n, (rows, future) in enumerate(stage.pending):
+            if future is None:
+                stage.pending[n] = (rows, self.pool.submit_batch(stage.step.op, stage.step.name, rows))
+
+    def _book_pooled(self, stages: list[_Stage], k: int, last: bool = False) -> None:
+        """Send the stage's waiting batches to the pool, then book its oldest one. A step's only batch
+        (``last``, before the pool started) runs here: one batch is not worth starting workers."""
+        stage, started = stages[k], time.perf_counter()
+        op = stage.step.op
+        if last and not self.pool.started and len(stage.pending) == 1:
+            rows, _ = stage.pending.popleft()
+            return self._book(stages, k, rows, apply_batch(op, stage.step.name, _records(rows)), started)
+        self._submit(stage)
+        rows, future = stage.pending.popleft()
+        self._book(stages, k, rows, self.pool.collect(op, rows, future), started)
 
     # ---- whole-dataset steps ---------------------------------------------------------------------
 
@@ -266,8 +313,9 @@ class LocalExecutor:
     """Runs a validated recipe in this process: a Run keeps the books, the LocalEngine moves the batches."""
 
     def __init__(self, recipe: Recipe, run_dir: str | Path | None = None, *, quiet: bool = False,
-                 data: Iterable[dict] | Any | None = None, dry_run: bool = False):
+                 data: Iterable[dict] | Any | None = None, dry_run: bool = False, workers: int | None = None):
         self.recipe = recipe
+        self.workers = workers or recipe.workers  # None: one per core
         self.books = Run(recipe, run_dir, quiet=quiet, data=data, dry_run=dry_run)
         self.run_dir = self.books.dir
         self.quiet = quiet
@@ -277,7 +325,9 @@ class LocalExecutor:
         plan = self.books.start(resume=resume, force=force)
         try:
             with StepProgress(quiet=self.quiet) as progress:
-                LocalEngine(self.recipe.batch_size, progress).run(self.books, plan)
+                engine = LocalEngine(self.recipe.batch_size, progress, self.workers)
+                self.books.manifest["workers"] = engine.pool.workers
+                engine.run(self.books, plan)
             return self.books.finish(plan, report=report)
         except BaseException as err:
             self.books.fail(err)

@@ -86,6 +86,9 @@ class Recipe(_Strict):
     plugins: list[str] = Field(default_factory=list)
     seed: int = 0
     batch_size: int = Field(default=256, ge=1)
+    workers: int | None = Field(default=None, ge=1)
+    """Processes for CPU-bound batch operators (heuristic filters, language id, MinHash signing); default one
+    per core, 1 runs everything in this process. Outputs are the same for any number."""
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     cache: str | None = None
     """Model-call cache file (default: the user cache, ~/.cache/dataflywheel/calls.sqlite); 'off' disables it."""
@@ -99,9 +102,9 @@ class Recipe(_Strict):
     steps: list[StepSpec] = Field(default_factory=list)
 
     def fingerprint(self) -> str:
-        """Hash of what decides the output (not the output location, not the budget), to refuse resuming a
-        changed recipe."""
-        decisive = self.model_dump(exclude={"output": {"dir"}, "max_budget": True})
+        """Hash of what decides the output (not the output location, the budget or the workers), to refuse
+        resuming a changed recipe."""
+        decisive = self.model_dump(exclude={"output": {"dir"}, "max_budget": True, "workers": True})
         return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:16]
 
     def build_operators(self, context) -> list[Operator]:

@@ -42,6 +42,7 @@ class AlpacaRules(Filter):
     """Preset for instruction data: length, broken/truncated response, symbols, repetition, refusals, language."""
 
     name = "select.alpaca_rules"
+    cpu_bound = True
     Config = AlpacaRulesConfig
 
     def __init__(self, config=None, context=None):

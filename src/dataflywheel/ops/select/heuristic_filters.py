@@ -31,6 +31,7 @@ class SymbolRatioFilter(Filter):
     """Reject text made mostly of symbols (markup debris, ASCII art, encoding garbage)."""
 
     name = "select.symbol_ratio_filter"
+    cpu_bound = True
     Config = SymbolRatioConfig
 
     def reject_reason(self, record: dict) -> str | None:
@@ -62,6 +63,7 @@ class RepetitionFilter(Filter):
     """Reject repetitive text by Gopher's repeated n-gram and duplicate-line rules, each with its own reason."""
 
     name = "select.repetition_filter"
+    cpu_bound = True
     Config = RepetitionConfig
 
     def reject_reason(self, record: dict) -> str | None:
@@ -111,6 +113,7 @@ class RefusalFilter(Filter):
     """Reject refusals and assistant boilerplate ("as an AI language model", "I cannot ...")."""
 
     name = "select.refusal_filter"
+    cpu_bound = True
     Config = RefusalConfig
 
     def reject_reason(self, record: dict) -> str | None:
@@ -133,6 +136,7 @@ class BrokenResponseFilter(Filter):
     """Reject empty responses, responses that repeat the instruction, and responses that look truncated."""
 
     name = "select.broken_response_filter"
+    cpu_bound = True
     Config = BrokenResponseConfig
 
     def reject_reason(self, record: dict) -> str | None:

@@ -51,6 +51,7 @@ class LanguageFilter(Filter):
     """Keep records in the given languages, judged by fastText language id with a confidence threshold."""
 
     name = "select.language_filter"
+    cpu_bound = True
     Config = LanguageConfig
 
     def reject_reason(self, record: dict) -> str | None:

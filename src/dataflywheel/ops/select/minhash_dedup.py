@@ -42,18 +42,27 @@ class MinHashDedup(Selector):
     name = "select.minhash_dedup"
     Config = MinHashConfig
 
+    def reads_scores(self) -> tuple[str, ...]:
+        return () if self.config.keep == "first" else (self.config.keep,)
+
     def select(self, scan) -> Selection:
+        from dataflywheel.pipeline.workers import map_ordered
+
         cfg = self.config
         shingles: list[np.ndarray] = []
         blocks, ids, rank = [], [], []
-        for batch in scan():
-            flat, counts = batch_shingles([text_of(r, cfg.field) for r in batch], cfg.ngram, cfg.unit)
-            blocks.append(signatures(flat, counts, cfg.num_perm, cfg.seed, cfg.engine))
-            if cfg.verify == "exact":
-                shingles.extend(np.unique(part) for part in np.split(flat, np.cumsum(counts)[:-1]))
-            ids.extend(r["id"] for r in batch)
-            if cfg.keep != "first":
-                rank.extend(float(r.get("scores", {}).get(cfg.keep, float("-inf"))) for r in batch)
+
+        def jobs():
+            for batch in scan():
+                ids.extend(r["id"] for r in batch)
+                if cfg.keep != "first":
+                    rank.extend(float(r.get("scores", {}).get(cfg.keep, float("-inf"))) for r in batch)
+                yield [text_of(r, cfg.field) for r in batch], cfg
+
+        # shingling and signing, batch by batch, in the engine's worker processes when it has them
+        for block, distinct in map_ordered(sign_batch, jobs()):
+            blocks.append(block)
+            shingles.extend(distinct)
         if not ids:
             return Selection()
         if rank:
@@ -74,22 +83,27 @@ class MinHashDedup(Selector):
         sizes = np.bincount(labels)
         # the kept record of each cluster: the first, or the highest-scored (ties: the first)
         order = np.arange(len(ids)) if not rank else np.lexsort((np.arange(len(ids)), -np.asarray(rank)))
+        clusters, first = np.unique(labels[order], return_index=True)
         keeper = np.full(sizes.shape, -1)
-        for position in order:
-            if keeper[labels[position]] < 0:
-                keeper[labels[position]] = position
-        best_link: dict[int, float] = {}
-        for m, h, s in zip(found.members, found.heads, found.similarity):
-            for a in (int(m), int(h)):
-                best_link[a] = max(best_link.get(a, 0.0), float(s))
-        for position, label in enumerate(labels):
-            if sizes[label] < 2:
-                continue
-            kept = int(keeper[label])
-            note = {"minhash_cluster": ids[kept], "minhash_cluster_size": int(sizes[label])}
+        keeper[clusters] = order[first]
+        best_link = np.zeros(len(ids))
+        for end in (found.members, found.heads):
+            np.maximum.at(best_link, end, found.similarity)
+        grouped = np.flatnonzero(sizes[labels] >= 2)
+        for position, kept, size, link in zip(grouped.tolist(), keeper[labels[grouped]].tolist(),
+                                              sizes[labels[grouped]].tolist(), best_link[grouped].tolist()):
+            note = {"minhash_cluster": ids[kept], "minhash_cluster_size": size}
             if position != kept:
                 note["duplicate_of"] = ids[kept]
                 selection.rejected[position] = (f"near duplicate of {ids[kept]} (MinHash cluster of "
-                                                f"{sizes[label]}, linked at Jaccard {best_link.get(position, 0):.2f})")
+                                                f"{size}, linked at Jaccard {link:.2f})")
             selection.meta[position] = note
         return selection
+
+def sign_batch(job: tuple[list[str], MinHashConfig]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """MinHash signatures of one batch of texts, and their distinct shingles when verification is exact."""
+    texts, cfg = job
+    flat, counts = batch_shingles(texts, cfg.ngram, cfg.unit)
+    distinct = ([np.unique(part) for part in np.split(flat, np.cumsum(counts)[:-1])] if cfg.verify == "exact"
+                else [])
+    return signatures(flat, counts, cfg.num_perm, cfg.seed, cfg.engine), distinct

@@ -1,0 +1,122 @@
+"""The process pool: CPU-bound operators in worker processes give the same files as one process."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from dataflywheel.pipeline import LocalExecutor, parse_recipe
+from dataflywheel.pipeline import workers as workers_module
+from tests.conftest import EXAMPLE_DATA, REPO
+
+PLUGIN = "tests.pipeline.cpu_plugins"
+STEPS = [
+    {"op": "enhance.normalize"},
+    {"op": "select.alpaca_rules"},  # length, broken, symbols, repetition, refusals, language id
+    {"op": "test.odd_words"},
+    {"op": "select.repetition_filter", "min_words": 5},
+    {"op": "select.exact_dedup", "field": "instruction"},
+    {"op": "select.minhash_dedup", "threshold": 0.5, "verify": "exact"},
+]
+
+
+def run_files(root):
+    """Every file a run leaves that its outcome decides (not the manifest's timings or the report)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.suffix in (".parquet", ".jsonl")}
+
+
+def test_workers_write_the_same_files_as_one_process(tmp_path, monkeypatch):
+    sent = []
+    submit_batch, map_ordered = workers_module.Pool.submit_batch, workers_module.Pool.map
+
+    def spy_submit(self, op, step, rows):
+        sent.append(step)
+        return submit_batch(self, op, step, rows)
+
+    def spy_map(self, fn, items):
+        sent.append(fn.__name__)
+        return map_ordered(self, fn, items)
+
+    monkeypatch.setattr(workers_module.Pool, "submit_batch", spy_submit)
+    monkeypatch.setattr(workers_module.Pool, "map", spy_map)
+    manifests, files = {}, {}
+    for workers in (1, 2):
+        recipe = parse_recipe({"input": {"path": str(EXAMPLE_DATA)}, "output": {"dir": str(tmp_path / f"w{workers}")},
+                               "plugins": [PLUGIN], "batch_size": 8, "workers": workers, "steps": STEPS})
+        executor = LocalExecutor(recipe, quiet=True)
+        manifests[workers] = executor.execute()
+        files[workers] = run_files(executor.run_dir.root)
+        if workers == 1:
+            assert sent == [], "workers: 1 must run everything in this process"
+    # the CPU-bound steps went to the pool, batch by batch; normalize and the selectors' decisions stayed here
+    assert {"alpaca_rules", "odd_words", "repetition_filter", "sign_batch"} <= set(sent)
+    assert sent.count("odd_words") > 10 and "normalize" not in sent
+
+    assert files[1].keys() == files[2].keys() and any(k.startswith("checkpoints/") for k in files[1])
+    for name in files[1]:
+        assert files[1][name] == files[2][name], f"{name} differs with workers: 2"
+    steps = {w: [{k: s[k] for k in ("name", "in", "out", "rejected", "warnings") if k in s}
+                 for s in manifests[w]["steps"]] for w in (1, 2)}
+    assert steps[1] == steps[2]
+    judged = next(s for s in manifests[2]["steps"] if s["name"] == "odd_words")["warnings"]
+    assert judged == {"records judged": next(s for s in manifests[2]["steps"] if s["name"] == "odd_words")["in"]}
+
+
+def test_workers_are_not_part_of_the_recipe_fingerprint():
+    def recipe(**extra):
+        return parse_recipe({"input": {"path": str(EXAMPLE_DATA)}, "steps": STEPS[:2], **extra})
+
+    assert recipe(workers=1).fingerprint() == recipe(workers=2).fingerprint() == recipe().fingerprint()
+    with pytest.raises(ValueError, match="workers"):
+        recipe(workers=0)
+
+
+def test_resume_after_sigkill_with_workers_is_byte_identical(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
+
+    def write_recipe(name, workers):
+        path = tmp_path / f"{name}.yaml"
+        steps = [STEPS[0], STEPS[4], STEPS[1], {"op": "test.odd_words", "seconds_per_batch": 0.2}, STEPS[5]]
+        path.write_text(json.dumps({"input": {"path": str(EXAMPLE_DATA)}, "output": {"dir": str(tmp_path / name)},
+                                    "plugins": [PLUGIN], "batch_size": 8, "workers": workers, "steps": steps}))
+        return path
+
+    cli = [sys.executable, "-m", "dataflywheel.cli", "run"]
+    subprocess.run(cli + [str(write_recipe("clean", 1)), "--quiet"], env=env, check=True, cwd=tmp_path)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cli + [str(write_recipe("killed", 2)), "--quiet"], env=env, cwd=tmp_path)
+    deadline = time.time() + 60
+    while not (killed / "checkpoints" / "04-odd_words.parquet.tmp").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    while len(children) < 3:  # a forkserver and two workers
+        assert proc.poll() is None and time.time() < deadline, f"no pool of two workers: {children}"
+        time.sleep(0.05)
+        children = psutil.Process(proc.pid).children(recursive=True)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"worker processes outlived the killed run: {alive}"
+    manifest = json.loads((killed / "manifest.json").read_text())
+    assert manifest["status"] == "running"
+    assert [s["name"] for s in manifest["steps"]] == ["read", "normalize", "exact_dedup"]
+
+    subprocess.run(cli + [str(tmp_path / "killed.yaml"), "--resume", "--quiet"], env=env, check=True, cwd=tmp_path)
+    assert json.loads((killed / "manifest.json").read_text())["status"] == "finished"
+    assert not list(killed.rglob("*.tmp"))
+    clean, resumed = run_files(tmp_path / "clean"), run_files(killed)
+    assert clean.keys() == resumed.keys()
+    for name in clean:
+        assert clean[name] == resumed[name], f"{name} differs after a resumed run with workers"
+    for a, b in zip(sorted((killed / "rejected").iterdir()), sorted((tmp_path / "clean" / "rejected").iterdir())):
+        assert pq.read_table(a).equals(pq.read_table(b))
