@@ -202,3 +202,10 @@ def test_a_batch_only_mapper_that_fails_loses_only_the_failing_record(tmp_path):
     assert len(output) == 2 and all(r["messages"][-1]["content"].isupper() for r in output)
     assert all(r["lineage"][0]["op"] == "test.shout_batch" for r in output)
     assert_accounted(executor, manifest)
+
+
+def test_a_generator_step_whose_input_is_all_rejected_finishes_empty(tmp_path):
+    rows = [{"question_without_known_format": "x"}]  # every row rejected at read: the generator sees nothing
+    executor, manifest, output, rejects = run(tmp_path, [{"op": "test.follow_ups"}], rows)
+    assert manifest["status"] == "finished" and output == [] and len(rejects) == 1
+    assert manifest["steps"][1]["in"] == manifest["steps"][1]["out"] == 0

@@ -153,7 +153,8 @@ class StepWriter:
                         sink.add(row)
             records.commit()
             rejects.commit()
-            shutil.rmtree(self.parts)
+            if self.parts.exists():  # a step whose input was empty committed no part
+                shutil.rmtree(self.parts)
         counts = dict(self.counts)
         if counts["in"] + counts["generated"] != counts["out"] + counts["rejected"]:
             raise InvariantError(f"step {self.name}: {counts['in']} in + {counts['generated']} generated != "
