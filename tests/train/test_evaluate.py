@@ -42,7 +42,7 @@ class RuleJudge:
         shown_first = prompt.split("### Response A:")[1].split("### Response B:")[0]
         return "A" if self.mark in shown_first else "B"
 
-    def chat_top_logprobs(self, conversations, k):
+    def chat_top_logprobs(self, conversations, k, labels=()):
         return [{self._letter(c): -0.1, "C": -3.0} for c in conversations]
 
 
