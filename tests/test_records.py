@@ -49,3 +49,18 @@ def test_dumps_keeps_nan_and_none_apart():
     assert back["meta"] == {"input": None, "weight": float("inf")}
     plain = {"messages": [{"role": "user", "content": "hi"}], "meta": {"k": [1, 2.5, "é"]}}
     assert dumps(plain) == '{"messages":[{"role":"user","content":"hi"}],"meta":{"k":[1,2.5,"é"]}}'
+
+
+def test_ids_are_the_sha256_of_the_canonical_standard_library_json():
+    """Ids must not change when the serialiser is sped up: escapes, non-ASCII, separators, key order."""
+    import hashlib
+    import json
+
+    texts = ["plain", 'quote " and \\ backslash', "tab\tnewline\ncr\r bell\x07 nul\x00 del\x7f",
+             "é ü 中文 \U0001F600", "\u2028 \u2029 \ufeff \u0085", ""]
+    for text in texts:
+        record = {"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": text[::-1]}],
+                  "meta": {"ignored": True}}
+        canonical = json.dumps({"messages": record["messages"]}, ensure_ascii=False, sort_keys=True,
+                               separators=(",", ":"))
+        assert record_id(record) == hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:20], repr(text)

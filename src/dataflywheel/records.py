@@ -24,8 +24,12 @@ class RecordError(ValueError):
 def record_id(record: dict) -> str:
     """Stable content hash of the text fields: same text, same id, on every machine."""
     content = {k: record.get(k) for k in ("messages", "chosen", "rejected") if record.get(k) is not None}
-    canonical = json.dumps(content, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:20]
+    try:  # for text, lists, objects, ints and bools orjson writes what json.dumps(ensure_ascii=False,
+        # sort_keys=True, compact) writes (the ids of every record before it), ten times faster
+        canonical = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # a value orjson refuses (a lone surrogate, a huge int): the standard library decides
+        canonical = json.dumps(content, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return hashlib.sha256(canonical).hexdigest()[:20]
 
 
 def make_record(

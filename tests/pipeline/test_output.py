@@ -57,3 +57,21 @@ def test_length_sample_takes_a_kept_record_in_both_series(tmp_path):
     assert 0.5 * len(ids) / step <= len(sample) <= 1.5 * len(ids) / step  # about 1 in step
     kept = ids[::3]  # whatever survives, its sample is the read sample's survivors
     assert {i for i in kept if build._sampled(i, step)} == sample & set(kept)
+
+
+def test_a_run_does_not_import_pandas(tmp_path):
+    """pyarrow's ``pa.array`` and ``pq.read_table`` import pandas on first use: half a second of every run
+    (checkpoints and rejects are built and read without them)."""
+    import json
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"input": {"path": str(EXAMPLE_DATA)}, "output": {"dir": str(tmp_path / "run")},
+                                  "cache": "off", "steps": STEPS + [{"op": "select.repetition_filter"}]}))
+    script = ("import sys\nfrom dataflywheel.cli import main\nsys.argv = ['flywheel', 'run', sys.argv[1], '--quiet']\n"
+              "try:\n    main()\nexcept SystemExit as stop:\n    assert not stop.code, stop.code\n"
+              "print(sorted(m for m in ('pandas', 'torch', 'transformers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script, str(recipe)], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "run" / "report.html").exists()

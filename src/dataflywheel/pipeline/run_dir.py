@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -21,6 +22,30 @@ REJECT_SCHEMA = pa.schema([("step", pa.string()), ("reason", pa.string()), ("sou
                            ("id", pa.string()), ("origin", pa.string()), ("record", pa.string()),
                            ("raw", pa.string()), ("error", pa.bool_())])
 _ROW_GROUP = 4096
+
+
+def _column(values: list, kind: pa.DataType) -> pa.Array:
+    """An Arrow column of ``values``. Built directly rather than by ``pa.array``, which imports pandas on
+    first use (half a second of every run's first batch)."""
+    if kind == pa.string():
+        builder = pa.lib.StringBuilder()
+        builder.append_values(values)
+        return builder.finish()
+    if kind == pa.bool_():
+        if None in values:
+            raise ValueError("a boolean checkpoint column holds None")
+        bits = np.packbits(np.asarray(values, dtype=bool), bitorder="little")
+        return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits.tobytes())])
+    return pa.array(values, type=kind)
+
+
+def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet file (or some of its columns) as a table. ``pq.read_table`` would import pandas."""
+    return pq.ParquetFile(path).read(columns=columns)
+
+
+def _table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_arrays([_column([row[f.name] for row in rows], f.type) for f in schema], schema=schema)
 
 
 class InvariantError(RuntimeError):
@@ -51,8 +76,7 @@ class ParquetSink:
 
     def _flush(self) -> None:
         if self._rows:
-            columns = {name: [row[name] for row in self._rows] for name in self.schema.names}
-            table = pa.Table.from_pydict(columns, schema=self.schema)
+            table = _table(self._rows, self.schema)
             self._rows = []
             if self._thread is None:
                 self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-sink")
@@ -145,16 +169,16 @@ def iter_checkpoint_rows(path: Path, batch_size: int = 256) -> Iterator[list[dic
 def iter_rejects(run: RunDir) -> Iterator[dict]:
     """Every reject row of a run, in step order."""
     for path in sorted(run.rejected.glob("*.parquet")):
-        yield from pq.read_table(path).to_pylist()
+        yield from read_table(path).to_pylist()
 
 
 def account(run: RunDir, final_checkpoint: Path, input_checkpoint: Path, generated: int) -> list[str]:
     """Problems with the invariant: every record read or generated is in the output or in the rejects,
     exactly once (by the id it entered the run with). Empty when it holds."""
-    expected = Counter(pq.read_table(input_checkpoint, columns=["id"]).column(0).to_pylist())
-    seen: Counter = Counter(pq.read_table(final_checkpoint, columns=["origin"]).column(0).to_pylist())
+    expected = Counter(read_table(input_checkpoint, columns=["id"]).column(0).to_pylist())
+    seen: Counter = Counter(read_table(final_checkpoint, columns=["origin"]).column(0).to_pylist())
     for path in sorted(run.rejected.glob("*.parquet")):
-        seen.update(o for o in pq.read_table(path, columns=["origin"]).column(0).to_pylist() if o is not None)
+        seen.update(o for o in read_table(path, columns=["origin"]).column(0).to_pylist() if o is not None)
     made = Counter({origin: n for origin, n in seen.items() if origin not in expected})
     problems = []
     missing, extra = expected - seen, Counter({o: n for o, n in seen.items() if o in expected}) - expected

@@ -14,11 +14,10 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-import pyarrow.parquet as pq
 
 from dataflywheel.pipeline.apply import Item, StepFailed
 from dataflywheel.pipeline.run_dir import (CHECKPOINT_SCHEMA, REJECT_SCHEMA, InvariantError, ParquetSink, RunDir,
-                                           record_row, reject_row)
+                                           read_table, record_row, reject_row)
 from dataflywheel.records import loads
 
 Rows = list[tuple[dict, str, "str | None"]]
@@ -134,7 +133,7 @@ class StepWriter:
     def part_records(self, first: int = 0) -> list[dict]:
         """The records kept in the committed parts from ``first`` on (a resumed pool generator's accepted)."""
         return [loads(text) for part in self._part_dirs()[first:]
-                for text in pq.read_table(part / "records.parquet", columns=["record"]).column(0).to_pylist()]
+                for text in read_table(part / "records.parquet", columns=["record"]).column(0).to_pylist()]
 
     # ---- end of step -----------------------------------------------------------------------------
 
@@ -149,7 +148,7 @@ class StepWriter:
             records, rejects = self.dir.record_sink(self.index, self.name), self.dir.reject_sink(self.index, self.name)
             for part in self._part_dirs():
                 for sink, file in ((records, "records.parquet"), (rejects, "rejects.parquet")):
-                    for row in pq.read_table(part / file).to_pylist():
+                    for row in read_table(part / file).to_pylist():
                         sink.add(row)
             records.commit()
             rejects.commit()

@@ -9,10 +9,9 @@ from html import escape
 from pathlib import Path
 
 import orjson
-import pyarrow.parquet as pq
 
 from dataflywheel.io import ReadReject, read_records
-from dataflywheel.pipeline.run_dir import RunDir, iter_checkpoint, iter_rejects
+from dataflywheel.pipeline.run_dir import RunDir, iter_checkpoint, iter_rejects, read_table
 from dataflywheel.records import instruction_text, loads, response_text
 from dataflywheel.report.svg import bars, histogram, scatter
 from dataflywheel.text import word_count
@@ -152,7 +151,7 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None, *, m
     steps = [s for s in manifest["steps"] if s["status"] == "done"]
     first, last = Path(steps[0]["checkpoint"]), Path(steps[-1]["checkpoint"])
     kept = [r for batch in iter_checkpoint(last, 4096) for r in batch]
-    read = pq.read_table(first, columns=["id", "record"])
+    read = read_table(first, columns=["id", "record"])
     step = _sample_step(max(read.num_rows, len(kept)))  # one step for both series keeps their counts comparable
     before = [loads(text) for record_id, text in zip(read.column(0).to_pylist(), read.column(1).to_pylist())
               if _sampled(record_id, step)]
