@@ -99,3 +99,47 @@ def test_run_workers_flag_overrides_the_recipe_and_is_checked(tmp_path):
     assert result.exit_code == 0, result.output
     assert len(read_jsonl(tmp_path / "run" / "output.jsonl")) == 600
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["workers"] == 2
+
+
+def test_inspect_says_why_rows_are_unreadable_and_fails_when_none_is(tmp_path):
+    rows = [{"q": "?", "a": "!"}, "{broken",
+            {"conversations": [{"from": "gpt", "value": "Hi"}, {"from": "human", "value": "?"}]}]
+    bad = write_jsonl(tmp_path / "bad.jsonl", rows)
+    result = runner.invoke(app, ["inspect", str(bad)], env={"COLUMNS": "250"})
+    assert result.exit_code == 1
+    assert "unreadable           3" in result.output
+    assert "1 x cannot tell the format from fields ['a', 'q']" in result.output
+    assert "(first: bad.jsonl:1)" in result.output
+    assert "1 x invalid JSON (first: bad.jsonl:2)" in result.output
+    assert "1 x the conversation starts with an assistant turn, not a user turn (first: bad.jsonl:3)" in result.output
+    assert f"no readable records in {bad}" in result.output
+    as_json = runner.invoke(app, ["inspect", str(bad), "--json"])
+    assert as_json.exit_code == 1 and json.loads(as_json.stdout)["unreadable"] == 3
+
+
+def test_inspect_reads_a_runs_rejects_and_rounds_scores(tmp_path):
+    rows = [{"instruction": f"Question {i}?", "output": "Yes." if i % 2 else "A longer answer of many words.",
+             "scores": {"ifd": 0.123456789 * (i + 1)}} for i in range(6)]
+    data = write_jsonl(tmp_path / "data.jsonl", rows + ["{broken"])
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(json.dumps({"input": {"path": str(data)}, "output": {"dir": str(tmp_path / "run")},
+                                  "steps": [{"op": "select.length_filter", "min_response_words": 3}]}))
+    assert runner.invoke(app, ["run", str(recipe), "-q"]).exit_code == 0
+    stats = json.loads(runner.invoke(app, ["inspect", str(tmp_path / "run" / "rejected"), "--json"]).stdout)
+    assert stats["format"] == "rejects" and stats["records"] == 3 and stats["unreadable"] == 1
+    assert list(stats["rejected_by"]) == ["length_filter: response too short"]
+    assert stats["scores"]["ifd"]["max"] == 0.7407  # 0.123456789 * 6 = 0.740740734, to 4 significant digits
+    table = runner.invoke(app, ["inspect", str(tmp_path / "run" / "rejected")], env={"COLUMNS": "250"}).output
+    assert "3 x length_filter: response too short" in table and "max 0.7407" in table
+    assert "rejected by step 'read' as unreadable, invalid JSON" in table
+
+
+def test_convert_into_a_trainer_layout(tmp_path):
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "Sky?", "chosen": "Blue.", "rejected": "Green."}])
+    result = runner.invoke(app, ["convert", str(pairs), str(tmp_path / "lf"), "--to", "llamafactory"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "lf" / "dataset_info.json").read_text())["pairs"]["ranking"] is True
+    chosen = runner.invoke(app, ["convert", str(pairs), str(tmp_path / "sft.jsonl"), "--to", "alpaca",
+                                 "--preference", "chosen"])
+    assert chosen.exit_code == 0 and read_jsonl(tmp_path / "sft.jsonl") == [
+        {"instruction": "Sky?", "input": "", "output": "Blue."}]

@@ -31,6 +31,11 @@ def test_preference_views():
     ({"messages": chat("a", "b"), "colour": 1}, "unknown record field"),
     ({"messages": [{"role": "user", "content": "a"}], "chosen": {"role": "user", "content": "b"},
       "rejected": {"role": "assistant", "content": "c"}}, "chosen must be an assistant turn"),
+    ({"messages": [{"role": "user", "content": "a", "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]}]},
+     "messages[0] has tool_calls but role 'user'"),
+    ({"messages": [{"role": "user", "content": "a"},
+                   {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f"}}]}]},
+     "messages[1].tool_calls[0] must be {'function': {'name': str, 'arguments': str}}"),
 ])
 def test_validation_names_the_field(record, message):
     with pytest.raises(RecordError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -64,3 +69,16 @@ def test_ids_are_the_sha256_of_the_canonical_standard_library_json():
         canonical = json.dumps({"messages": record["messages"]}, ensure_ascii=False, sort_keys=True,
                                separators=(",", ":"))
         assert record_id(record) == hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:20], repr(text)
+
+
+def test_kinds_and_the_prose_operators_compare():
+    from dataflywheel.records import conversation_text, is_prompt_only, turn_order_problem
+
+    call = {"role": "assistant", "content": "", "tool_calls": [{"type": "function",
+                                                               "function": {"name": "f", "arguments": "{\"x\": 1}"}}]}
+    record = make_record([{"role": "user", "content": "Use f."}, call, {"role": "tool", "content": "{\"y\": 2}"},
+                          {"role": "assistant", "content": "y is 2."}])
+    assert conversation_text(record) == "Use f.\n\ny is 2."
+    assert turn_order_problem(record) is None and not is_prompt_only(record)
+    assert is_prompt_only(make_record([{"role": "user", "content": "Only a question."}]))
+    assert turn_order_problem(make_record([{"role": "assistant", "content": "A plain document."}])) is None

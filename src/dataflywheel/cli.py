@@ -11,7 +11,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from dataflywheel.io import FILE_TYPES, FORMATS
+from dataflywheel.io import FORMATS, PREFERENCE_CHOICES, READ_FORMATS
+from dataflywheel.io.files import WRITE_TYPES
+from dataflywheel.io.layouts import LAYOUTS
 
 app = typer.Typer(help="dataflywheel: select, enhance and synthesize LLM post-training data.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -19,6 +21,23 @@ out = Console()
 err = Console(stderr=True)
 
 USAGE_ERROR = 2
+FIELDS_HELP = ("The dataset's field names by reader name, e.g. prompt=question,response=answer (a nested value: "
+               "text=choices.0.turns.0).")
+
+
+def _fields(text: Optional[str]) -> dict:
+    from dataflywheel.io import parse_fields
+
+    try:
+        return parse_fields(text or "")
+    except ValueError as e:
+        _fail(str(e))
+
+
+def _quiet() -> None:
+    from dataflywheel.pipeline.progress import silence_library_bars
+
+    silence_library_bars()
 
 
 def _dataset_path(path: Path) -> Path:
@@ -27,11 +46,11 @@ def _dataset_path(path: Path) -> Path:
     return Path(json.loads(manifest.read_text())["output"]["path"]) if manifest.exists() else path
 
 
-def _read_usable(path: Path) -> list[dict]:
+def _read_usable(path: Path, fields: dict) -> list[dict]:
     """The records of a dataset file; unreadable rows are counted on stderr, none at all is an error."""
     from dataflywheel.io import read_all
 
-    records, unreadable = read_all(path)
+    records, unreadable = read_all(path, fields=fields)
     if unreadable:
         first = unreadable[0]
         err.print(f"{len(unreadable)} of {len(records) + len(unreadable)} rows of {path} could not be read "
@@ -66,6 +85,8 @@ def run(
         parsed = load_recipe(recipe)
     except RecipeError as e:
         _fail(str(e))
+    if quiet:
+        _quiet()
     if dry_run:
         _print_estimate(parsed, sample, quiet)
         return
@@ -121,7 +142,8 @@ def train(
     max_length: int = typer.Option(384, "--max-length"),
     lora_rank: int = typer.Option(8, "--lora-rank"),
     seed: int = typer.Option(0, "--seed"),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    fields: Optional[str] = typer.Option(None, "--fields", help=FIELDS_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars (TRL's and transformers' included)."),
 ) -> None:
     """LoRA fine-tuning (TRL + PEFT) of a causal LM on a dataset or a run's output."""
     from pydantic import ValidationError
@@ -134,7 +156,7 @@ def train(
         config = TrainConfig(model=model, method=method, epochs=epochs, max_steps=max_steps,
                              learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
                              lora_rank=lora_rank, seed=seed)
-        result = fit(_read_usable(data), output, config, quiet=quiet)
+        result = fit(_read_usable(data, _fields(fields)), output, config, quiet=quiet)
     except (ValidationError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     typer.echo(json.dumps(result))
@@ -150,6 +172,8 @@ def evaluate(
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N held-out records."),
     max_tokens: int = typer.Option(256, "--max-tokens", help="Answer length for the win-rate comparison."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the results as JSON here."),
+    fields: Optional[str] = typer.Option(None, "--fields", help=FIELDS_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Reference-answer loss of A and B, and A's pairwise judge win rate over B (both orders, bootstrap CIs).
 
@@ -158,8 +182,10 @@ def evaluate(
     from dataflywheel.models import CallCache, ModelRegistry
     from dataflywheel.train.evaluate import answers, judge_spec_from_env, reference_loss, win_rate
 
+    if quiet:
+        _quiet()
     try:
-        records = _read_usable(heldout)[:limit]
+        records = _read_usable(heldout, _fields(fields))[:limit]
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     specs = {"a": {"backend": "transformers", "model": model, "options": {"adapter": adapter} if adapter else {}},
@@ -214,54 +240,95 @@ def ops(name: Optional[str] = typer.Argument(None, help="Show one operator in fu
 @app.command()
 def convert(
     source: Path = typer.Argument(..., help="Input file or Hugging Face dataset dir."),
-    target: Path = typer.Argument(..., help="Output file (type from the suffix) or dataset dir."),
-    to: str = typer.Option("auto", "--to", help=f"Output format: auto (TRL training format) or one of {', '.join(FORMATS)}."),
+    target: Path = typer.Argument(..., help="Output file (type from the suffix), dataset dir, or a layout's dir."),
+    to: str = typer.Option("auto", "--to", help=f"Output: auto (TRL training format), a format "
+                           f"({', '.join(FORMATS)}) or a trainer layout ({', '.join(LAYOUTS)}; see docs/formats.md)."),
     from_format: Optional[str] = typer.Option(None, "--from", help="Input format (default: detect)."),
-    file_type: Optional[str] = typer.Option(None, "--file-type", help=f"Output container: {', '.join(FILE_TYPES)}."),
+    fields: Optional[str] = typer.Option(None, "--fields", help=FIELDS_HELP),
+    preference: Optional[str] = typer.Option(None, "--preference",
+                                             help="Write preference pairs as SFT records: chosen (keep the chosen "
+                                                  "answer) or both (two records, label true/false)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Dataset name in a layout (default: the input's name)."),
+    file_type: Optional[str] = typer.Option(None, "--file-type", help=f"Output container: {', '.join(WRITE_TYPES)}."),
     rejects: Optional[Path] = typer.Option(None, "--rejects", help="Where unreadable rows go (default: TARGET.rejects.jsonl)."),
 ) -> None:
-    """Convert a dataset between formats and containers; unreadable rows go to a rejects file."""
+    """Convert a dataset between formats and containers, or into a trainer's layout; unreadable rows go to a
+    rejects file. Nothing is written when a record does not fit the output (the error names it)."""
     from dataflywheel.io import ReadReject, read_records, write_records
     from dataflywheel.io.files import write_rows
+    from dataflywheel.io.layouts import write_layout
     from dataflywheel.records import RecordError
 
-    if to != "auto" and to not in FORMATS:
-        _fail(f"unknown format {to!r}; use auto or one of {', '.join(FORMATS)}")
-    if from_format and from_format not in FORMATS:
-        _fail(f"unknown format {from_format!r}; use one of {', '.join(FORMATS)}")
+    if to != "auto" and to not in FORMATS + LAYOUTS:
+        _fail(f"unknown output {to!r}; use auto, a format ({', '.join(FORMATS)}) or a layout ({', '.join(LAYOUTS)})")
+    if from_format and from_format not in READ_FORMATS:
+        _fail(f"unknown format {from_format!r}; use one of {', '.join(READ_FORMATS)}")
+    if preference and preference not in PREFERENCE_CHOICES:
+        _fail(f"unknown --preference {preference!r}; use one of {', '.join(PREFERENCE_CHOICES)}")
+    name = name or source.name.split(".")[0]
+    field_map = _fields(fields)
     bad: list[dict] = []
 
     def good():
-        for item in read_records(source, from_format):
+        for item in read_records(source, from_format, fields=field_map):
             if isinstance(item, ReadReject):
                 bad.append({"source": item.source, "reason": item.reason, "raw": item.raw})
             else:
                 yield item
     try:
-        count = write_records(good(), target, to, file_type)
+        if to in LAYOUTS:
+            written = write_layout(good(), target, to, name, preference=preference)
+            message = (f"wrote {written['records']} {written['kind']} records to {written['data']} "
+                       f"and {written['config']}")
+        else:
+            count = write_records(good(), target, to, file_type, preference=preference)
+            message = f"wrote {count} records to {target}" + (" (pairs as two rows)" if preference == "both" else "")
     except (FileNotFoundError, ValueError, RecordError) as e:
-        _fail(str(e))
-    out.print(f"wrote {count} records to {target}", highlight=False)
+        _fail(f"{e}\nnothing was written to {target}")
+    out.print(message, highlight=False)
     if bad:
-        path = rejects or target.with_name(target.name + ".rejects.jsonl")
+        beside = target / f"{name}.rejects.jsonl" if to in LAYOUTS else target.with_name(f"{target.name}.rejects.jsonl")
+        path = rejects or beside
         write_rows(bad, path, "jsonl")
         err.print(f"{len(bad)} unreadable rows (with line and reason) in {path}", highlight=False)
 
 
+def _stats_table(stats: dict) -> Table:
+    table = Table(show_header=False, box=None)
+    for key in ("path", "file_type", "format", "records", "preference_records", "prompt_only_records", "unreadable"):
+        table.add_row(key, str(stats[key]))
+    shown = list(stats["unreadable_reasons"].items())[:5]
+    for reason, count in shown:
+        table.add_row("  why", escape(f"{count} x {reason} (first: {stats['unreadable_first'][reason]})"))
+    if len(stats["unreadable_reasons"]) > len(shown):
+        table.add_row("  why", f"... {len(stats['unreadable_reasons']) - len(shown)} more reasons (--json lists them)")
+    for reason, count in stats["rejected_by"].items():
+        table.add_row("rejected by", escape(f"{count} x {reason}"))
+    for key in ("instruction_words", "response_words"):
+        table.add_row(key, "  ".join(f"{k} {v}" for k, v in stats[key].items()))
+    for name, summary in stats["scores"].items():
+        table.add_row(f"score {escape(name)}", "  ".join(f"{k} {v:.4g}" for k, v in summary.items()))
+    if stats["fields"]:
+        table.add_row("other fields", escape(", ".join(stats["fields"])))
+    return table
+
+
 @app.command()
 def inspect(
-    path: Path = typer.Argument(..., help="Dataset file, dataset dir, or a run directory."),
+    path: Path = typer.Argument(..., help="Dataset file, dataset dir, a run directory or its rejected/ files."),
     fmt: Optional[str] = typer.Option(None, "--format", help="Input format (default: detect)."),
+    fields: Optional[str] = typer.Option(None, "--fields", help=FIELDS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     html: Optional[Path] = typer.Option(None, "--html", help="Also write an HTML page with charts and a record browser."),
 ) -> None:
-    """Counts, formats, length statistics and score columns of a dataset."""
+    """Counts, formats, length statistics and score columns of a dataset, and why rows are unreadable (exit
+    status 1 when no row is readable)."""
     from dataflywheel.inspect_data import dataset_stats
     from dataflywheel.records import RecordError
 
     path = _dataset_path(path)
     try:
-        stats = dataset_stats(path, fmt)
+        stats = dataset_stats(path, fmt, fields=_fields(fields))
     except (FileNotFoundError, ValueError, RecordError) as e:
         _fail(str(e))
     if html:
@@ -270,17 +337,10 @@ def inspect(
         err.print(f"html: {write_dataset_report(path, html, stats)}", highlight=False)
     if as_json:
         out.print_json(data=stats)
-        return
-    table = Table(show_header=False, box=None)
-    for key in ("path", "file_type", "format", "records", "unreadable", "preference_records"):
-        table.add_row(key, str(stats[key]))
-    for key in ("instruction_words", "response_words"):
-        table.add_row(key, "  ".join(f"{k} {v}" for k, v in stats[key].items()))
-    for name, summary in stats["scores"].items():
-        table.add_row(f"score {name}", "  ".join(f"{k} {v}" for k, v in summary.items()))
-    if stats["fields"]:
-        table.add_row("other fields", ", ".join(stats["fields"]))
-    out.print(table)
+    else:
+        out.print(_stats_table(stats))
+    if not stats["records"]:
+        _fail(f"no readable records in {path}" + (" (the reasons are above)" if stats["unreadable"] else ""), code=1)
 
 
 cache_app = typer.Typer(help="The model-call cache: stats and clear.", no_args_is_help=True)

@@ -2,6 +2,11 @@
 
 Fields: ``id`` (content hash), ``messages`` (OpenAI chat turns), optional ``chosen`` / ``rejected``
 (competing final assistant turns of a preference record), ``meta``, ``scores`` and ``lineage``.
+
+Three kinds: an SFT record ends with its assistant answer; a preference record's ``messages`` are the prompt
+(ending with a user or tool turn) and ``chosen``/``rejected`` the answers; a prompt-only record has no
+assistant turn at all (seed instructions, evaluation prompts). Tool use is kept as turns: an assistant turn
+may carry OpenAI ``tool_calls`` and a ``tool`` turn holds a tool's result.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any, Literal
 
 import orjson
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 RECORD_FIELDS = ("id", "messages", "chosen", "rejected", "meta", "scores", "lineage")
 
 
@@ -64,6 +69,21 @@ def _check_message(message: Any, where: str) -> None:
         raise RecordError(f"{where} has role {message['role']!r}; expected one of {', '.join(ROLES)}")
     if not isinstance(message["content"], str):
         raise RecordError(f"{where}.content must be a string, got {type(message['content']).__name__}")
+    if "tool_calls" in message:
+        _check_tool_calls(message, where)
+
+
+def _check_tool_calls(message: dict, where: str) -> None:
+    if message["role"] != "assistant":
+        raise RecordError(f"{where} has tool_calls but role {message['role']!r}; only an assistant turn calls tools")
+    calls = message["tool_calls"]
+    if not isinstance(calls, list) or not calls:
+        raise RecordError(f"{where}.tool_calls must be a non-empty list")
+    for i, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) \
+                or not isinstance(function.get("arguments"), str):
+            raise RecordError(f"{where}.tool_calls[{i}] must be {{'function': {{'name': str, 'arguments': str}}}}")
 
 
 def validate_record(record: Any) -> None:
@@ -98,6 +118,35 @@ def is_preference(record: dict) -> bool:
     return record.get("chosen") is not None
 
 
+def is_prompt_only(record: dict) -> bool:
+    """A prompt with no answer yet: no assistant turn and no chosen/rejected."""
+    return not is_preference(record) and all(m["role"] != "assistant" for m in record["messages"])
+
+
+def turn_order_problem(record: dict) -> str | None:
+    """Why a valid record cannot be trained on as it stands (None when it can): a conversation must open with
+    a user turn (after system prompts), an SFT conversation must end with its assistant answer, and the
+    prompt of a preference record must end with a user or tool turn. A lone assistant turn is plain text."""
+    turns = record["messages"]
+    body = [i for i, m in enumerate(turns) if m["role"] != "system"]
+    roles = [turns[i]["role"] for i in body]
+    if not body:
+        return "the record holds only a system prompt: no user turn and no answer"
+    if roles == ["assistant"] and not is_preference(record):
+        return None
+    if roles[0] != "user":
+        return (f"the conversation starts with a{'n' if roles[0] == 'assistant' else ''} {roles[0]} turn, not a "
+                f"user turn: messages[{body[0]}] answers no question")
+    if is_preference(record):
+        if roles[-1] not in ("user", "tool"):
+            return (f"the prompt of a preference pair ends with an assistant turn: chosen and rejected must answer "
+                    f"a user or tool turn (messages[{body[-1]}] is the assistant's)")
+    elif "assistant" in roles and roles[-1] != "assistant":
+        return (f"the conversation ends with a {roles[-1]} turn, not an assistant answer: messages[{body[-1]}] is "
+                "left unanswered (drop the trailing turns, or keep only the prompt)")
+    return None
+
+
 def _last_index(messages: list[dict], role: str) -> int | None:
     for i in range(len(messages) - 1, -1, -1):
         if messages[i]["role"] == role:
@@ -108,7 +157,8 @@ def _last_index(messages: list[dict], role: str) -> int | None:
 def instruction_text(record: dict) -> str:
     """The last user turn (the instruction the response answers)."""
     messages = record["messages"]
-    end = len(messages) if is_preference(record) else (_last_index(messages, "assistant") or len(messages))
+    last = _last_index(messages, "assistant")
+    end = len(messages) if is_preference(record) or last is None else last
     i = _last_index(messages[:end], "user")
     return messages[i]["content"] if i is not None else ""
 
@@ -130,11 +180,16 @@ def prompt_turns(record: dict) -> list[dict]:
 
 
 def conversation_text(record: dict) -> str:
-    """All turns joined, for operators that compare whole conversations."""
+    """The prose of every turn joined, for operators that compare whole conversations (tool results and
+    tool-call arguments are machine text, left out)."""
     turns = list(record["messages"])
     if is_preference(record):
         turns.append(record["chosen"])
-    return "\n\n".join(m["content"] for m in turns)
+    return "\n\n".join(m["content"] for m in turns if not _is_tool_text(m))
+
+
+def _is_tool_text(message: dict) -> bool:
+    return message["role"] == "tool" or ("tool_calls" in message and not message["content"])
 
 
 TextField = Literal["instruction", "response", "conversation"]

@@ -14,7 +14,7 @@ def malformed_jsonl(path):
     lines = [
         json.dumps(GOOD).encode(),
         b'{"instruction": "broken", "output": ',                        # 2: broken JSON
-        json.dumps({"instruction": "no answer"}).encode(),               # 3: missing field
+        json.dumps({"input": "x", "output": "no instruction"}).encode(),  # 3: missing field
         json.dumps({"instruction": "Count.", "output": 3}).encode(),     # 4: wrong type
         b'{"instruction": "caf\xe9", "output": "latin-1 bytes"}',         # 5: not UTF-8
         b"",                                                             # blank line: not a record
@@ -30,18 +30,19 @@ def test_each_bad_line_is_a_reject_with_line_and_reason(tmp_path):
     rejects = {r.source: r.reason for r in items if isinstance(r, ReadReject)}
     assert len([r for r in items if not isinstance(r, ReadReject)]) == 2
     assert rejects["bad.jsonl:2"].startswith("invalid JSON")
-    assert "missing field(s) 'output'" in rejects["bad.jsonl:3"]
+    assert "missing field(s) 'instruction'" in rejects["bad.jsonl:3"]
     assert "field 'output' must be a string, got int" in rejects["bad.jsonl:4"]
     assert "invalid UTF-8" in rejects["bad.jsonl:5"]
     assert "must be a JSON object, got list" in rejects["bad.jsonl:7"]
     assert len(rejects) == 5
 
 
-def test_undetectable_format_is_a_reject(tmp_path):
+def test_undetectable_format_is_a_reject_that_says_how_to_map_it(tmp_path):
     path = tmp_path / "odd.jsonl"
-    path.write_text(json.dumps({"question": "?", "answer": "!"}) + "\n")
+    path.write_text(json.dumps({"q": "?", "a": "!"}) + "\n")
     [item] = list(read_records(path))
-    assert isinstance(item, ReadReject) and "cannot tell the format" in item.reason
+    assert isinstance(item, ReadReject) and "cannot tell the format from fields ['a', 'q']" in item.reason
+    assert "--fields prompt=FIELD,response=FIELD" in item.reason
 
 
 def test_csv_rows_with_bad_bytes_and_extra_cells(tmp_path):
@@ -69,7 +70,7 @@ def test_run_completes_and_keeps_every_bad_row(tmp_path):
                                                    "bad.jsonl:7"]
     assert all(r["step"] == "read" and r["reason"] for r in rejects)
     raw_of_missing = next(r["raw"] for r in rejects if r["source"] == "bad.jsonl:3")
-    assert json.loads(raw_of_missing) == {"instruction": "no answer"}
+    assert json.loads(raw_of_missing) == {"input": "x", "output": "no instruction"}
 
 
 def test_empty_file_runs_to_an_empty_output(tmp_path):

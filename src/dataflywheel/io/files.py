@@ -1,8 +1,9 @@
-"""File containers: stream rows out of JSONL, JSON, Parquet, CSV and Hugging Face dataset dirs.
+"""File containers: stream rows out of JSONL, JSON, Parquet, CSV, plain text and Hugging Face dataset dirs.
 
 Each reader yields ``(position, row_or_error)``: a dict, or a RecordError saying why that row could not
-be read. Nothing is skipped silently. JSONL, Parquet, CSV and dataset dirs stream; a JSON array is
-parsed whole (use JSONL for large data).
+be read. Nothing is skipped silently. JSONL, Parquet, CSV, text and dataset dirs stream; a JSON array is
+parsed whole (use JSONL for large data). A plain text file is one document per line (``{"text": line}``)
+and is read only. Writing goes to a temporary name that replaces the target only once every row is written.
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ import csv
 import gzip
 import io
 import json
+import os
 import re
+import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from dataflywheel.records import RecordError, dumps, loads
 
-FILE_TYPES = ("jsonl", "json", "parquet", "csv", "hf")
+FILE_TYPES = ("jsonl", "json", "parquet", "csv", "txt", "hf")
+WRITE_TYPES = ("jsonl", "json", "parquet", "csv", "hf")
 # Columns that hold nested values; CSV cells carry them as JSON text.
 NESTED_CSV_COLUMNS = ("messages", "conversations", "chosen", "rejected", "prompt", "scores", "meta", "lineage")
 
@@ -48,11 +53,11 @@ def detect_file_type(path: str | Path) -> str:
             return "hf"
         if data_files(path):
             return "dir"
-        raise RecordError(f"{path} is a directory with no data files (.jsonl, .json, .parquet, .csv) and not a "
+        raise RecordError(f"{path} is a directory with no data files (.jsonl, .json, .parquet, .csv, .txt) and not a "
                           "Hugging Face dataset (no dataset_info.json)")
     name = path.name.lower().removesuffix(".gz")
     for suffix, kind in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "json"), (".parquet", "parquet"),
-                         (".pq", "parquet"), (".csv", "csv")):
+                         (".pq", "parquet"), (".csv", "csv"), (".txt", "txt")):
         if name.endswith(suffix):
             return kind
     raise RecordError(f"cannot tell the file type of {path.name}; pass one of {', '.join(FILE_TYPES)}")
@@ -77,6 +82,18 @@ def _iter_jsonl(path: Path) -> Iterator[Row]:
                 yield where, loads(text)
             except json.JSONDecodeError as err:
                 yield where, RecordError(f"invalid JSON: {err.msg} at column {err.colno}")
+
+
+def _iter_txt(path: Path) -> Iterator[Row]:
+    with _open_binary(path) as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as err:
+                yield f"{path.name}:{number}", RecordError(f"invalid UTF-8 at byte {err.start} of the line")
+                continue
+            if text.strip():
+                yield f"{path.name}:{number}", {"text": text}
 
 
 def _iter_json(path: Path) -> Iterator[Row]:
@@ -187,8 +204,8 @@ def _iter_dir(path: Path) -> Iterator[Row]:
             yield f"{path.name}/{where}", row
 
 
-ITERATORS = {"jsonl": _iter_jsonl, "json": _iter_json, "parquet": _iter_parquet, "csv": _iter_csv, "hf": _iter_hf,
-             "dir": _iter_dir}
+ITERATORS = {"jsonl": _iter_jsonl, "json": _iter_json, "parquet": _iter_parquet, "csv": _iter_csv, "txt": _iter_txt,
+             "hf": _iter_hf, "dir": _iter_dir}
 
 
 def iter_rows(path: str | Path, file_type: str | None = None) -> Iterator[Row]:
@@ -202,15 +219,49 @@ def iter_rows(path: str | Path, file_type: str | None = None) -> Iterator[Row]:
     yield from ITERATORS[kind](path)
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffix) that replaces ``path`` when the block ends normally and
+    is removed when it raises: a failed write leaves neither a partial file nor a changed target."""
+    tmp = path.with_name(f".partial-{os.getpid()}-{path.name}")
+    _remove(tmp)
+    done = False
+    try:
+        yield tmp
+        done = True
+    finally:
+        if done:
+            if path.is_dir():
+                shutil.rmtree(path)
+            tmp.replace(path)
+        else:
+            _remove(tmp)
+
+
 def write_rows(rows: Iterable[dict], path: str | Path, file_type: str | None = None) -> int:
     """Write rows to ``path`` (file type from the suffix unless given); return the row count.
 
-    JSONL is written as a stream; the other containers are built in memory."""
+    JSONL is written as a stream; the other containers are built in memory. Either way the file appears
+    only once every row is written."""
     path = Path(path)
     kind = file_type or detect_file_type_for_writing(path)
+    if kind not in WRITE_TYPES:
+        raise ValueError(f"cannot write file type {kind!r}; use one of {', '.join(WRITE_TYPES)}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(path) as tmp:
+        return _write(rows, tmp, kind, gzipped=path.name.endswith(".gz"))
+
+
+def _write(rows: Iterable[dict], path: Path, kind: str, *, gzipped: bool) -> int:
     if kind == "jsonl":
-        opener = gzip.open if path.name.endswith(".gz") else open
+        opener = gzip.open if gzipped else open
         count = 0
         with opener(path, "wt", encoding="utf-8", newline="\n") as handle:
             for row in rows:
@@ -233,19 +284,20 @@ def write_rows(rows: Iterable[dict], path: str | Path, file_type: str | None = N
             for row in rows:
                 writer.writerow({k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v
                                  for k, v in row.items()})
-    elif kind == "hf":
+    else:
         from datasets import Dataset
 
         Dataset.from_dict(columns_of(rows)).save_to_disk(str(path))
-    else:
-        raise ValueError(f"unknown file type {kind!r}; use one of {', '.join(FILE_TYPES)}")
     return len(rows)
 
 
 def detect_file_type_for_writing(path: Path) -> str:
     try:
-        return detect_file_type(path) if not path.is_dir() else "hf"
+        kind = detect_file_type(path) if not path.is_dir() else "hf"
     except RecordError:
         if not path.suffix:
             return "hf"
         raise
+    if kind not in WRITE_TYPES:
+        raise RecordError(f"{path.name}: a .{kind} file is read only; write one of {', '.join(WRITE_TYPES)}")
+    return kind

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import tempfile
 
-from dataflywheel.io import ReadReject, read_records
-from dataflywheel.io.formats import record_to_row
+from dataflywheel.io import ReadReject
+from dataflywheel.io.writers import record_to_row
 from dataflywheel.pipeline.executor_local import LocalExecutor
 from dataflywheel.pipeline.recipe import Recipe
 
@@ -22,11 +22,8 @@ def estimate(recipe: Recipe, sample: int = 20, quiet: bool = True) -> dict:
     """Estimated model usage of ``recipe``, per step and in total (see the module doc)."""
     rows, total = None, 0
     if recipe.input is not None:
-        spec = recipe.input
-        items = read_records(spec.path, None if spec.format == "auto" else spec.format,
-                             None if spec.file_type == "auto" else spec.file_type)
         rows = []
-        for record in items:  # count every record, keep the first ``sample``
+        for record in recipe.input.read():  # count every record, keep the first ``sample``
             if isinstance(record, ReadReject):
                 continue
             total += 1

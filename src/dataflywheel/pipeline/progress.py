@@ -1,7 +1,9 @@
-"""Per-step progress bars (rich), silenced by ``quiet``."""
+"""Per-step progress bars (rich), silenced by ``quiet``; ``silence_library_bars`` quiets the libraries' own."""
 
 from __future__ import annotations
 
+import os
+import sys
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -46,3 +48,16 @@ class StepProgress:
         task = self._progress.add_task(name, total=total)
         yield lambda n: self._progress.advance(task, n)
         self._progress.update(task, total=self._progress.tasks[task].completed)
+
+
+def silence_library_bars() -> None:
+    """No progress bars from Hugging Face libraries (model loading, dataset maps, TRL's preprocessing) in this
+    process or the ones it starts: by environment for modules not imported yet, by their switches for the
+    ones that are (importing them here would cost start-up time)."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    switches = {"huggingface_hub.utils": "disable_progress_bars", "datasets.utils.tqdm": "disable_progress_bars",
+                "transformers.utils.logging": "disable_progress_bar"}
+    for module, switch in switches.items():
+        if module in sys.modules:
+            getattr(sys.modules[module], switch)()

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from dataflywheel.io import FILE_TYPES, FORMATS
+from dataflywheel.io import FILE_TYPES, FORMATS, PREFERENCE_CHOICES, READ_FORMATS
+from dataflywheel.io.fields import check_fields
 from dataflywheel.io.files import detect_file_type_for_writing
 from dataflywheel.records import RecordError
 from dataflywheel.models.registry import ModelSpec
@@ -32,8 +33,23 @@ class _Strict(BaseModel):
 
 class InputSpec(_Strict):
     path: str
-    format: Literal[("auto",) + FORMATS] = "auto"
+    format: Literal[("auto",) + READ_FORMATS] = "auto"
     file_type: Literal[("auto",) + FILE_TYPES] = "auto"
+    fields: dict[str, str] = Field(default_factory=dict)
+    """The dataset's own field names by reader name, e.g. {prompt: question, response: answer}; a source may be
+    a path into nested values (choices.0.turns.0)."""
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_fields(value)
+
+    def read(self) -> Iterator:
+        """The records and unreadable rows (``ReadReject``) of this input."""
+        from dataflywheel.io import read_records
+
+        return read_records(self.path, None if self.format == "auto" else self.format,
+                            None if self.file_type == "auto" else self.file_type, self.fields)
 
 
 class OutputSpec(_Strict):
@@ -48,6 +64,9 @@ class OutputSpec(_Strict):
     with_lineage: bool = True
     for_training: bool = False
     """Write only what trainers read: no id, scores, lineage or meta (overrides the with_* switches)."""
+    preference: Literal[PREFERENCE_CHOICES] | None = None
+    """Write preference pairs to a one-answer format as SFT records: the chosen answer, or both (two records
+    labelled true and false). Without it such a format refuses a pair."""
 
     @field_validator("file")
     @classmethod
@@ -60,10 +79,11 @@ class OutputSpec(_Strict):
 
     def write_options(self) -> dict:
         """Keyword arguments of ``write_records``: what each output row carries besides the text."""
+        kind = {"preference": self.preference} if self.preference else {}
         if self.for_training:
-            return {"with_meta": False, "with_id": False, "with_scores": False, "with_lineage": False}
+            return {"with_meta": False, "with_id": False, "with_scores": False, "with_lineage": False, **kind}
         return {"with_meta": self.with_meta, "with_id": self.with_id, "with_scores": self.with_scores,
-                "with_lineage": self.with_lineage}
+                "with_lineage": self.with_lineage, **kind}
 
 
 class BudgetSpec(_Strict):
@@ -221,14 +241,13 @@ def _input_scores(recipe: Recipe) -> set[str] | None:
     """Score names on the input's first records; None when there is no input file to look at."""
     from itertools import islice
 
-    from dataflywheel.io import ReadReject, read_records
+    from dataflywheel.io import ReadReject
 
     spec = recipe.input
     if spec is None or not Path(spec.path).exists():
         return None
     try:
-        records = islice(read_records(spec.path, None if spec.format == "auto" else spec.format,
-                                      None if spec.file_type == "auto" else spec.file_type), PEEK)
+        records = islice(spec.read(), PEEK)
         return {name for r in records if not isinstance(r, ReadReject) for name in r.get("scores", {})}
     except (OSError, ValueError):  # unreadable input: the run reports it, naming the file
         return None

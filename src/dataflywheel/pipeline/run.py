@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from dataflywheel.errors import FatalError
-from dataflywheel.io import ReadReject, read_records, read_rows
+from dataflywheel.io import ReadReject, read_rows
 from dataflywheel.io.files import detect_file_type_for_writing
 from dataflywheel.models.cache import CallCache
 from dataflywheel.models.registry import ModelRegistry
@@ -133,9 +133,7 @@ class Run:
         spec = self.recipe.input
         if spec is None:
             return iter(())
-        fmt = None if spec.format == "auto" else spec.format
-        file_type = None if spec.file_type == "auto" else spec.file_type
-        return read_records(spec.path, fmt, file_type)
+        return spec.read()  # format, file type and field mapping
 
     def checkpoint_of(self, step: Step) -> Path:
         return self.dir.checkpoint(step.index, step.name)

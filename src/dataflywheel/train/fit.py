@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dataflywheel.records import is_preference, prompt_turns, response_text
+from dataflywheel.records import is_preference, is_prompt_only, prompt_turns, response_text
 
 
 class TrainConfig(BaseModel):
@@ -43,8 +43,28 @@ def dpo_rows(records: list[dict]) -> list[dict]:
             for r in records if is_preference(r)]
 
 
+def _check_sft(records: list[dict]) -> None:
+    """SFT learns every answer it is given: refuse prompts without one and answers labelled undesirable."""
+    problems = [("are prompts without an answer", "answer them first or drop them", is_prompt_only),
+                ("have an answer labelled undesirable (label false, KTO data)", "drop them, or train pairs with DPO",
+                 lambda r: r["meta"].get("label") is False)]
+    for what, fix, test in problems:
+        found = [r for r in records if test(r)]
+        if found:
+            first = found[0]["meta"].get("source") or found[0]["id"]
+            raise ValueError(f"{len(found)} of {len(records)} records {what} (first: {first}), which SFT would "
+                             f"learn from: {fix}")
+
+
 def train(records: list[dict], output_dir: str | Path, config: TrainConfig, quiet: bool = False) -> dict:
-    """Fine-tune LoRA adapters on ``records``; save adapter, training log and config in ``output_dir``."""
+    """Fine-tune LoRA adapters on ``records``; save adapter, training log and config in ``output_dir``.
+
+    ``quiet``: no progress bars, TRL's and the Hugging Face libraries' included. The result counts the
+    records of the other kind that the method does not use (``skipped``)."""
+    if quiet:
+        from dataflywheel.pipeline.progress import silence_library_bars
+
+        silence_library_bars()
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -57,6 +77,8 @@ def train(records: list[dict], output_dir: str | Path, config: TrainConfig, quie
     method = config.method
     if method == "auto":
         method = "dpo" if any(is_preference(r) for r in records) else "sft"
+    if method == "sft":
+        _check_sft(records)
     rows = dpo_rows(records) if method == "dpo" else sft_rows(records)
     if not rows:
         raise ValueError(f"no {method.upper()} records to train on")
@@ -69,7 +91,9 @@ def train(records: list[dict], output_dir: str | Path, config: TrainConfig, quie
     common = dict(output_dir=str(output_dir), num_train_epochs=config.epochs, max_steps=config.max_steps,
                   learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size,
                   seed=config.seed, logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=quiet,
-                  use_cpu=not torch.cuda.is_available())
+                  use_cpu=not torch.cuda.is_available(),
+                  # TRL turns bf16 on by default; a CPU without bf16 units emulates it ~20x slower than fp32
+                  bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     if method == "sft":
         from trl import SFTConfig, SFTTrainer
 
@@ -87,5 +111,6 @@ def train(records: list[dict], output_dir: str | Path, config: TrainConfig, quie
     (output_dir / "training_log.json").write_text(json.dumps(log, indent=1))
     (output_dir / "train_config.json").write_text(json.dumps({**config.model_dump(), "method": method,
                                                               "records": len(rows)}, indent=1))
-    return {"method": method, "records": len(rows), "steps": trainer.state.global_step,
-            "train_loss": result.training_loss, "adapter": str(output_dir / "adapter")}
+    return {"method": method, "records": len(rows), "skipped": len(records) - len(rows),
+            "steps": trainer.state.global_step, "train_loss": result.training_loss,
+            "adapter": str(output_dir / "adapter")}

@@ -33,7 +33,9 @@ class Normalize(Mapper):
 
     def map(self, record: dict) -> dict:
         out = dict(record)
-        out["messages"] = [{**m, "content": self._clean(m["content"])} for m in record["messages"]]
+        # a tool's result is machine output (JSON, code): left as the tool returned it
+        out["messages"] = [m if m["role"] == "tool" else {**m, "content": self._clean(m["content"])}
+                           for m in record["messages"]]
         for key in ("chosen", "rejected"):
             if record.get(key) is not None:
                 out[key] = {**record[key], "content": self._clean(record[key]["content"])}
