@@ -68,3 +68,34 @@ def test_injected_markup_is_shown_as_text_and_never_runs(page, report_run):
     assert INJECTION in card.first.inner_text()
     assert page.evaluate("typeof window.__pwned") == "undefined"
     assert page.locator("#records img").count() == 0 and page.locator("#records script").count() == 0
+
+
+def test_preference_pairs_show_both_answers_and_every_turn(page, tmp_path):
+    """A multi-turn preference record: the system prompt, the earlier exchange, chosen and rejected all shown."""
+    from dataflywheel.pipeline import LocalExecutor, parse_recipe
+    from tests.conftest import write_jsonl
+
+    prompt = [{"role": "system", "content": "You are a careful tutor."},
+              {"role": "user", "content": "What is the capital of Australia?"},
+              {"role": "assistant", "content": "Canberra is the capital."},
+              {"role": "user", "content": "And its largest city?"}]
+    rows = [{"prompt": prompt, "chosen": [{"role": "assistant", "content": "Sydney is the largest city."}],
+             "rejected": [{"role": "assistant", "content": "Melbourne has always been the largest city."}]},
+            {"prompt": [{"role": "user", "content": "Name a prime number above 10."}],
+             "chosen": [{"role": "assistant", "content": "11 is prime."}],
+             "rejected": [{"role": "assistant", "content": "12 is prime."}]}]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    recipe = parse_recipe({"input": {"path": str(data)}, "output": {"dir": str(tmp_path / "run")}, "cache": "off",
+                           "steps": [{"op": "select.length_filter", "min_response_words": 1}]})
+    LocalExecutor(recipe, quiet=True).execute()
+    open_report(page, tmp_path / "run")
+    page.fill("#search", "largest city")
+    [card] = page.locator("#records .record").all()
+    assert card.locator(".answer-rejected").inner_text() == "rejected: Melbourne has always been the largest city."
+    assert card.locator(".chosen").inner_text() == "chosen: Sydney is the largest city."
+    assert [t.inner_text() for t in card.locator(".turn").all()] == [
+        "system: You are a careful tutor.", "user: What is the capital of Australia?",
+        "assistant: Canberra is the capital.", "user: And its largest city?"]
+    page.fill("#search", "12 is prime")  # the rejected answer is searchable
+    [single] = page.locator("#records .record").all()
+    assert single.locator(".turn").count() == 0 and "instruction: Name a prime number above 10." in single.inner_text()

@@ -12,12 +12,13 @@ import orjson
 
 from dataflywheel.io import ReadReject, read_records
 from dataflywheel.pipeline.run_dir import RunDir, iter_checkpoint, iter_rejects, read_table
-from dataflywheel.records import instruction_text, loads, response_text
+from dataflywheel.records import instruction_text, loads, prompt_turns, response_text
 from dataflywheel.report.svg import bars, histogram, scatter
 from dataflywheel.text import word_count
 
 TEMPLATE = Path(__file__).with_name("template.html")
-FIELDS = ["status", "id", "step", "reason", "kind", "instruction", "response", "scores", "parents"]
+FIELDS = ["status", "id", "step", "reason", "kind", "instruction", "response", "scores", "parents", "turns",
+          "rejected"]
 SNIPPET = 400
 CATEGORY_KEYS = ("category", "dataset", "task", "skill")
 
@@ -39,11 +40,27 @@ def _finite(scores: dict) -> dict:
             for k, v in scores.items()}
 
 
+def _turn_text(turn: dict) -> str:
+    calls = turn.get("tool_calls") or []
+    named = ", ".join(f"{c['function']['name']}({c['function']['arguments']})" for c in calls)
+    return (turn["content"] + ("\n" if turn["content"] and named else "") + (f"calls {named}" if named else ""))[:SNIPPET]
+
+
+def _turns(record: dict) -> list:
+    """Every turn before the final answer as [role, text], when there is more than the one instruction
+    (a system prompt, earlier exchanges, tool calls): empty for a single question."""
+    turns = prompt_turns(record)
+    if len(turns) <= 1:
+        return []
+    return [[t["role"], _turn_text(t)] for t in turns]
+
+
 def _row(record: dict, status: str, step: str = "", reason: str = "") -> list:
     parents = [p for entry in record.get("lineage", []) for p in entry.get("parents", [])]
+    rejected = record.get("rejected")
     return [status, record["id"], step, reason, reason_kind(reason) if reason else "",
             instruction_text(record)[:SNIPPET], response_text(record)[:SNIPPET], _finite(record.get("scores", {})),
-            parents]
+            parents, _turns(record), _turn_text(rejected) if rejected else None]
 
 
 def _category(record: dict) -> str | None:
@@ -166,7 +183,7 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None, *, m
             rows.append(_row(record, "rejected", reject["step"], reject["reason"]))
         else:
             rows.append(["rejected", "", reject["step"], f"{reject['reason']} ({reject['source']})",
-                         reason_kind(reject["reason"]), reject["raw"][:SNIPPET], "", {}, []])
+                         reason_kind(reject["reason"]), reject["raw"][:SNIPPET], "", {}, [], [], None])
     charts = []
     unit, count = _length_unit()
     b_ins, b_resp, _ = _lengths_and_categories(before, count)
@@ -205,7 +222,7 @@ def write_dataset_report(path: str | Path, target: str | Path, stats: dict) -> P
     for item in read_records(path):
         if isinstance(item, ReadReject):
             rows.append(["rejected", "", "read", f"{item.reason} ({item.source})", reason_kind(item.reason),
-                         item.raw[:SNIPPET], "", {}, []])
+                         item.raw[:SNIPPET], "", {}, [], [], None])
         else:
             records.append(item)
             rows.append(_row(item, "kept"))
