@@ -51,6 +51,8 @@ class CounterConfig(PoolGeneratorConfig):
     per_round: int = Field(default=4, ge=1)
     echo_pool: bool = True
     """Also propose a copy of the first pool record each round (an exact duplicate to be rejected)."""
+    near_copy: str = ""
+    """Also propose, in round 0, the first pool record's instruction with its last word replaced by this."""
 
 
 @register
@@ -66,6 +68,10 @@ class NumberedTasks(PoolGenerator):
         if self.config.echo_pool and pool:
             first = pool[0]
             yield Candidate({"messages": first["messages"]}, parents=[first["id"]])
+        if self.config.near_copy and pool and view.round == 0:
+            words = instruction_text(pool[0]).split()
+            yield Candidate(_pair(" ".join(words[:-1] + [self.config.near_copy]), "A different answer."),
+                            parents=[pool[0]["id"]], details={"near_copy": True})
         for k in range(self.config.per_round):
             n = base + k
             yield Candidate(_pair(f"Task {n}: count to {n}.", " ".join(str(i) for i in range(1, n % 7 + 2))),
@@ -75,7 +81,8 @@ class NumberedTasks(PoolGenerator):
         seen = {instruction_text(r) for r in view.accepted}
         reasons = []
         for record in candidates:
-            number = int(instruction_text(record).split()[1].rstrip(":"))
+            words = instruction_text(record).split()
+            number = int(words[1].rstrip(":")) if words[0] == "Task" else 1
             if number % 3 == 0:
                 reasons.append(f"task {number} is a multiple of 3")
             elif instruction_text(record) in seen:

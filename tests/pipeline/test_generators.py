@@ -114,6 +114,28 @@ def test_pool_generator_works_in_rounds_to_a_target_with_verification(tmp_path):
     assert_accounted(executor, manifest)
 
 
+@pytest.mark.parametrize("near_duplicate", [0.7, None])
+def test_pool_generator_rejects_near_copies_of_the_pool(tmp_path, near_duplicate):
+    long = "Write a short poem about the sea in the style of an old sailor's working song."
+    rows = pairs(long, "Name a fruit.")
+    steps = [{"op": "test.numbered_tasks", "target": 3, "per_round": 3, "max_rounds": 2, "echo_pool": False,
+              "near_copy": "shanty.", "near_duplicate": near_duplicate}]
+    executor, manifest, output, rejects = run(tmp_path, steps, rows)
+    near = [r for r in output + [json.loads(r["record"]) for r in rejects if r.get("record")]
+            if r.get("lineage") and r["lineage"][0].get("near_copy")]
+    assert len(near) == 1 and near[0]["messages"][0]["content"].endswith("working shanty.")
+    reasons = {r["reason"] for r in rejects}
+    original = next(r["id"] for r in output if r["messages"][0]["content"] == long)
+    if near_duplicate is None:  # exact copies only: the near copy is accepted
+        assert any(r.get("lineage") and r["lineage"][0].get("near_copy") for r in output)
+    else:
+        [reason] = [r for r in reasons if r.startswith("near duplicate")]
+        assert reason.startswith(f"near duplicate of {original} (MinHash Jaccard 0.")
+        assert reason.endswith(">= 0.7 on the instruction)")
+        assert not any(r.get("lineage") and r["lineage"][0].get("near_copy") for r in output)
+    assert_accounted(executor, manifest)
+
+
 def test_pool_generator_stops_when_acceptance_collapses(tmp_path):
     rows = pairs("Name a colour.")
     # each round re-proposes the same numbers once the first ones are accepted: rejects pile up

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -200,6 +201,7 @@ def _false_negative_area(threshold: float, bands: int, rows: int) -> float:
     return quad(lambda s: 1 - (1 - (1 - s ** rows) ** bands), threshold, 1.0)[0]
 
 
+@lru_cache(maxsize=64)
 def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:
     """(bands, rows) with bands * rows <= num_perm minimising the weighted false positive + negative areas."""
     best, best_error = (1, num_perm), float("inf")
@@ -328,3 +330,65 @@ def cluster(sigs: np.ndarray, threshold: float, bands: int, rows: int, verify: n
     graph = coo_matrix((np.ones(len(members), dtype=np.int8), (members, heads)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     return Clusters(labels=labels, members=members, heads=heads, similarity=similarity)
+
+
+class NearDuplicateIndex:
+    """Texts added over time, each new one checked against every earlier one: MinHash-LSH buckets find the
+    candidates, the signature estimate of Jaccard decides (for a generator's outputs against its pool and
+    everything it accepted so far). Bands and rows as ``optimal_bands`` chooses for a miss-averse 0.75."""
+
+    def __init__(self, threshold: float = 0.7, num_perm: int = 128, ngram: int = 5, seed: int = 1,
+                 engine: str = "auto"):
+        self.threshold, self.num_perm, self.ngram, self.seed, self.engine = threshold, num_perm, ngram, seed, engine
+        self.bands, self.rows = optimal_bands(threshold, num_perm, 0.25, 0.75)
+        self.labels: list = []
+        self._sigs = np.zeros((64, num_perm), dtype=np.uint32)
+        self._buckets: list[dict[int, list[int]]] = [{} for _ in range(self.bands)]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def sign(self, texts: list[str]) -> np.ndarray:
+        flat, counts = batch_shingles(texts, self.ngram)
+        return signatures(flat, counts, self.num_perm, self.seed, self.engine)
+
+    def add(self, texts: list[str], labels: list) -> None:
+        """Index ``texts`` (no check), each known by its label."""
+        if texts:
+            self._add_signed(self.sign(texts), labels)
+
+    def _add_signed(self, sigs: np.ndarray, labels: list) -> None:
+        start = len(self.labels)
+        if start + len(sigs) > len(self._sigs):
+            grown = np.zeros((max(2 * len(self._sigs), start + len(sigs)), self.num_perm), dtype=np.uint32)
+            grown[:start] = self._sigs[:start]
+            self._sigs = grown
+        self._sigs[start:start + len(sigs)] = sigs
+        for offset, keys in enumerate(band_keys(sigs, self.bands, self.rows).tolist()):
+            for bucket, key in zip(self._buckets, keys):
+                bucket.setdefault(key, []).append(start + offset)
+        self.labels.extend(labels)
+
+    def best_match(self, sig: np.ndarray) -> tuple[float, object] | None:
+        """(estimated Jaccard, label) of the most similar indexed text at or above the threshold, or None."""
+        keys = band_keys(sig[None, :], self.bands, self.rows)[0].tolist()
+        found: set[int] = set()
+        for bucket, key in zip(self._buckets, keys):
+            found.update(bucket.get(key, ()))
+        if not found:
+            return None
+        index = np.fromiter(found, dtype=np.int64, count=len(found))
+        similarity = (self._sigs[index] == sig[None, :]).mean(axis=1)
+        best = int(similarity.argmax())
+        return (float(similarity[best]), self.labels[index[best]]) if similarity[best] >= self.threshold else None
+
+    def screen(self, texts: list[str], labels: list) -> list[tuple[float, object] | None]:
+        """The best earlier match of each text (the earlier texts of this call included); texts with none are
+        indexed."""
+        matches = []
+        for sig, label in zip(self.sign(texts) if texts else [], labels):
+            match = self.best_match(sig)
+            if match is None:
+                self._add_signed(sig[None, :], [label])
+            matches.append(match)
+        return matches

@@ -21,6 +21,8 @@ from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dataflywheel.records import TextField
+
 
 class OpConfig(BaseModel):
     """Base of every operator config: unknown fields are an error, not ignored."""
@@ -211,6 +213,12 @@ class PoolGeneratorConfig(GeneratorConfig):
     """Stop after this many rounds of proposals, even below the target."""
     min_acceptance: float = Field(default=0.0, ge=0.0, le=1.0)
     """Stop when a round accepts less than this share of its proposals (after the first round)."""
+    near_duplicate: float | None = Field(default=0.7, gt=0.0, lt=1.0)
+    """Reject a candidate whose MinHash Jaccard estimate (5-word shingles of ``dedup_text``) with a pool record,
+    an accepted record or an earlier candidate of the round reaches this; null: exact copies only (exact copies
+    are always rejected)."""
+    dedup_text: TextField = "instruction"
+    """Which text of a record is compared for near duplicates."""
 
 
 @dataclass

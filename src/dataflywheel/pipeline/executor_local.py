@@ -17,7 +17,8 @@ from typing import Any, Iterable, Iterator
 from dataflywheel.errors import FatalError
 from dataflywheel.io import ReadReject
 from dataflywheel.ops.base import Filter, Generator, Mapper, PoolGenerator, PoolView, Scorer, Selector
-from dataflywheel.pipeline.apply import Item, apply_batch, apply_selection, generated_items, passed_inputs
+from dataflywheel.pipeline.apply import Item, apply_batch, apply_selection, passed_inputs
+from dataflywheel.pipeline.novelty import PoolNovelty, screen_round
 from dataflywheel.pipeline.progress import StepProgress
 from dataflywheel.pipeline.recipe import Recipe
 from dataflywheel.pipeline.run import Run, RunError, Step, add_usage, usage_delta
@@ -255,13 +256,13 @@ class LocalEngine:
                 writer.add(passed_inputs(op, step.name, _records(rows)), rows)
             writer.commit_part({"inputs": True})
         accepted = writer.part_records(first=1)  # part 0 holds the inputs
-        known = {r["id"] for batch in scan() for r in batch} | {r["id"] for r in accepted}
+        novelty = PoolNovelty(op, scan, accepted)
         round_ = len(writer.states) - 1
         with self.progress.step(step.name, cfg.target) as advance:
             advance(len(accepted))
             while round_ < cfg.max_rounds and len(accepted) < cfg.target:
                 view = PoolView(scan=scan, accepted=list(accepted), round=round_, target=cfg.target)
-                items = self._one_round(op, step, view, known)
+                items = screen_round(op, step.name, view, novelty)
                 fresh = [i.record for i in items if i.reason is None]
                 accepted.extend(fresh)
                 writer.add(items)
@@ -277,36 +278,6 @@ class LocalEngine:
         if len(accepted) < cfg.target:
             op.counters[f"target {cfg.target} not reached: {len(accepted)} accepted in {round_} rounds"] += 1
         run.finish_step(step, writer)
-
-    @staticmethod
-    def _one_round(op: PoolGenerator, step: Step, view: PoolView, known: set[str]) -> list[Item]:
-        try:
-            proposals = list(op.propose(view))
-        except FatalError:
-            raise
-        except Exception as err:  # noqa: BLE001 - a failed round is an error row; the next round may succeed
-            return [Item(None, None, f"error in {op.name} (round {view.round}): {type(err).__name__}: {err}",
-                         error=True)]
-        items = generated_items(op, step.name, proposals, view.round)
-        fresh = [i for i in items if i.reason is None]
-        for item in fresh:
-            if item.record["id"] in known:
-                item.reason = "exact duplicate of a record in the pool or already accepted"
-            known.add(item.record["id"])
-        candidates = [i for i in fresh if i.reason is None]
-        try:
-            reasons = op.verify([i.record for i in candidates], view)
-        except FatalError:
-            raise
-        except Exception as err:  # noqa: BLE001 - every candidate of the round is rejected with the cause
-            reasons = [f"verification failed: {type(err).__name__}: {err}"] * len(candidates)
-        room = view.wanted
-        for item, reason in zip(candidates, reasons, strict=True):
-            if reason is None and room <= 0:
-                reason = f"target of {view.target} already reached"
-            item.reason = reason
-            room -= int(reason is None)
-        return items
 
 
 class LocalExecutor:
