@@ -41,3 +41,5 @@ bench-peers: install
 	$(PIP) install --quiet datasketch rensa openai
 	$(PYTHON) -m venv .venv-dj
 	.venv-dj/bin/python -m pip install --quiet torch==2.13.0 py-data-juicer aiohttp
+	$(PYTHON) -m venv .venv-distilabel
+	.venv-distilabel/bin/python -m pip install --quiet 'distilabel[openai]' requests

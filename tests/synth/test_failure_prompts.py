@@ -1,0 +1,141 @@
+"""synth.failure_prompts (ReverseGen): keep the instructions the target model fails, reject the rest with why."""
+
+import json
+import math
+
+import pytest
+
+from dataflywheel.ops import Candidate, OpContext, PoolView, Rejected, get_operator
+from dataflywheel.ops.synth.failure_prompts import clean_instruction
+from dataflywheel.pipeline import LocalExecutor, parse_recipe
+from dataflywheel.pipeline.run_dir import iter_rejects
+from dataflywheel.records import make_record
+from tests.conftest import read_jsonl
+
+FailurePrompts = get_operator("synth.failure_prompts")
+
+
+@pytest.mark.parametrize("text, expected", [
+    (" What is the capital of Australia, and why not Sydney?\nInstruction 5: Name a river.", 
+     "What is the capital of Australia, and why not Sydney?"),
+    ('"Compute 17 * 23 and show each step."\n\nHere is another one:', "Compute 17 * 23 and show each step."),
+    ("```\nList the prime numbers below 30.\n```", "List the prime numbers below 30."),
+    ("Instruction: Explain why the sky is blue.", "Explain why the sky is blue."),
+    ("\n\n", ""),
+])
+def test_clean_instruction(text, expected):
+    assert clean_instruction(text) == expected
+
+
+class Scripted:
+    """Proposer, target and judge by prompt: the proposer returns the queued samples; the target answers;
+    the judge rates an answer containing 'WRONG' 1 and others 5; logprobs by reference text."""
+
+    def __init__(self, samples):
+        self.samples, self.prompts = list(samples), []
+
+    def complete(self, prompts, params):
+        self.prompts += prompts
+        return [self.samples.pop(0) for _ in prompts]
+
+    def chat(self, conversations, params):
+        out = []
+        for turns in conversations:
+            text = turns[-1]["content"]
+            if text.startswith("Review the user's question"):
+                out.append(["Justified.\nScore: 1" if "WRONG" in text else "Fine.\nScore: 5"] * params.n)
+            elif "prime" in text:
+                out.append(["WRONG: 9 is prime."])
+            else:
+                out.append(["A good answer."])
+        return out
+
+    def format_chat(self, turns, add_generation_prompt=True):
+        return "<user>" + turns[-1]["content"] + "<assistant>"
+
+    def logprobs(self, prefixes, continuations):
+        return [[-3.0, -3.0] if "prime" in p else [-0.1, -0.1] for p in prefixes]
+
+
+class Models:
+    def __init__(self, llm):
+        self.model = llm
+
+    def llm(self, role):
+        return self.model
+
+
+SEEDS = [make_record([{"role": "user", "content": f"Seed instruction number {i} about a topic."},
+                      {"role": "assistant", "content": "ok"}]) for i in range(5)]
+
+
+def view():
+    return PoolView(scan=lambda: iter([SEEDS]), accepted=[], round=0, target=5)
+
+
+def propose(config, samples):
+    llm = Scripted(samples)
+    op = FailurePrompts(FailurePrompts.Config(**config), OpContext(seed=1, models=Models(llm)))
+    return op, llm, list(op.propose(view()))
+
+
+def test_keeps_what_the_target_fails_and_rejects_what_it_answers_well():
+    samples = [[" List the prime numbers below 30.", " Name a colour."], [" Hi.", " List the prime numbers below 30."]]
+    op, llm, out = propose({"prompts_per_round": 2, "samples": 2, "judge_samples": 2}, samples)
+    kept = [p for p in out if isinstance(p, Candidate)]
+    rejected = {p.raw if not p.raw.startswith("{") else json.loads(p.raw)["instruction"]: p.reason
+                for p in out if isinstance(p, Rejected)}
+    [record] = kept
+    assert record.record["messages"] == [{"role": "user", "content": "List the prime numbers below 30."}]
+    assert record.record["scores"] == {"failure.judge": 1.0}
+    assert record.record["meta"]["target_answer"] == "WRONG: 9 is prime."
+    assert record.details == {"method": "reverse_gen", "criterion": "judge", "failure.judge": 1.0}
+    assert len(record.parents) == 3 and set(record.parents) <= {s["id"] for s in SEEDS}
+    assert rejected["Name a colour."] == "the target answered well: judge score 5.00 > 2"
+    assert rejected["Hi."] == "length: 1 words (keep 3-150)"
+    assert rejected["List the prime numbers below 30."] == "proposed twice in this round"
+    first = llm.prompts[0]
+    assert first.count("Seed instruction number") == 3 and first.rstrip().endswith("Instruction 4:")
+
+
+def test_loss_criterion_needs_a_reference_and_keeps_high_loss_instructions():
+    with pytest.raises(ValueError, match="needs reference_model"):
+        propose({"criterion": "loss"}, [[" x"]])
+    samples = [[" List the prime numbers below 30.", " Name a colour please."]]
+    _, _, out = propose({"criterion": "loss", "reference_model": "teacher", "prompts_per_round": 1}, samples)
+    [kept] = [p for p in out if isinstance(p, Candidate)]
+    assert kept.record["messages"][1] == {"role": "assistant", "content": "WRONG: 9 is prime."}
+    assert kept.record["scores"] == {"failure.loss": 3.0}
+    [rejected] = [p for p in out if isinstance(p, Rejected)]
+    assert rejected.reason == "the target knows the reference: loss 0.100 < 2 nats/token"
+
+
+def test_an_unscored_judgement_is_a_reject_with_the_reason_not_a_keep():
+    op = FailurePrompts(FailurePrompts.Config(), OpContext(seed=0))
+    assert op._passed(math.nan, "answer", "") == "unscored: the judge's answer held no score"
+    assert op.counters["failures that could not be measured"] == 1
+
+
+@pytest.mark.model
+def test_failure_prompts_run_end_to_end_with_the_bundled_model(tmp_path):
+    steps = [{"op": "synth.failure_prompts", "target": 2, "max_rounds": 1, "prompts_per_round": 2, "samples": 1,
+              "max_tokens": 40, "answer_max_tokens": 40, "judge_model": "default", "judge_method": "expected",
+              "judge_min_mass": 0.0, "max_score": 2.5}]
+    recipe = {"output": {"dir": str(tmp_path / "run")}, "steps": steps, "seed": 0,
+              "cache": str(tmp_path / "calls.sqlite")}
+    executor = LocalExecutor(parse_recipe(recipe), quiet=True)
+    manifest = executor.execute(report=False)
+    output = read_jsonl(executor.run_dir.root / "output.jsonl")
+    rejects = list(iter_rejects(executor.run_dir))
+    assert manifest["status"] == "finished"
+    for record in output:
+        [entry] = record["lineage"]
+        assert entry["method"] == "reverse_gen" and entry["models"]["target_model"] == "default"
+        assert record["scores"]["failure.judge"] <= 2.5 and record["target_answer"]  # meta, written beside the turns
+        assert [m["role"] for m in record["messages"]] == ["user"]
+    well = [r for r in rejects if r["reason"].startswith("the target answered well")]
+    assert all(float(r["reason"].split("judge score ")[1].split()[0]) > 2.5 for r in well)
+    assert len(output) + len(well) >= 1  # the target's answers were judged
+    assert all(r["reason"] for r in rejects)
+    step = manifest["steps"][1]
+    assert step["generated"] == step["out"] + step["rejected"]
