@@ -1,56 +1,14 @@
 """The OpenAI-compatible backend against a real server started here: llama-cpp-python serving the bundled GGUF."""
 
-import socket
-import subprocess
-import sys
-import time
-
-import httpx
 import numpy as np
 import pytest
 
-from dataflywheel.models.bundled import smollm2_gguf
 from dataflywheel.models.llm import GenerationParams
 from dataflywheel.models.openai_llm import OpenAILLM
+from tests.llama_server import llama_server_fixture
 
 pytestmark = pytest.mark.server
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server_url(tmp_path_factory):
-    pytest.importorskip("llama_cpp.server", reason="needs pip install 'llama-cpp-python[server]' (make test installs it)")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("llama_server") / "server.log"
-    log_file = open(log, "wb")  # a file, not a pipe: a full pipe would block the chatty server
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()),
-                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--logits_all", "true",
-                             "--model_alias", "smollm2", "--embedding", "true"], stdout=log_file, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 120
-    try:
-        while True:
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"llama_cpp.server did not start: {log.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log_file.close()
+server_url = llama_server_fixture()  # llama-cpp-python serving the bundled GGUF, for this module
 
 
 @pytest.fixture(scope="module")

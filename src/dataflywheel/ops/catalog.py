@@ -5,4 +5,5 @@ from dataflywheel.ops.select import (alpaca_rules, exact_dedup, heuristic_filter
                                      budget_selectors, length_filter, less_select, minhash_dedup, score_filters,
                                      semantic_dedup)
 from dataflywheel.ops.score import ask_llm, deita, embedding_scores, ifd, judge, perplexity  # noqa: F401
-from dataflywheel.ops.synth import evol_instruct, failure_prompts, preference_pairs, self_instruct  # noqa: F401
+from dataflywheel.ops.synth import (evol_instruct, failure_prompts, grounded_qa, magpie,  # noqa: F401
+                                    preference_pairs, self_instruct)
