@@ -170,7 +170,8 @@ def main() -> None:
             if arm == "ours-self-instruct":
                 results[arm] = run_ours("synth.self_instruct", url, args.target, {"prompts_per_round": 4})
             elif arm == "ours-evol":
-                results[arm] = run_ours("synth.evol_instruct", url, args.target, {})
+                results[arm] = run_ours("synth.evol_instruct", url, args.target,
+                                        {"per_round": 8, "max_tokens": 256, "answer_max_tokens": 256})
             elif arm == "distilabel-self-instruct":
                 results[arm] = run_peer("self_instruct", url, args.target)
             elif arm == "distilabel-evol":
