@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from dataflywheel.ops import Filter, OpConfig, register
@@ -10,6 +11,8 @@ from dataflywheel.records import response_text
 
 class OddWordsConfig(OpConfig):
     seconds_per_batch: float = 0.0
+    teardown_marker: str = ""
+    """When set, ``teardown`` writes ``<marker>.<pid>`` (to see that every process released the operator)."""
 
 
 @register
@@ -24,3 +27,9 @@ class OddWords(Filter):
         time.sleep(self.config.seconds_per_batch)
         self.counters["records judged"] += len(records)
         return [f"{n} words" if n % 2 else None for n in (len(response_text(r).split()) for r in records)]
+
+    def teardown(self):
+        if self.config.teardown_marker:
+            with open(f"{self.config.teardown_marker}.{os.getpid()}", "w") as marker:
+                marker.write(str(self.counters["records judged"]))
+        super().teardown()

@@ -68,6 +68,18 @@ def test_workers_write_the_same_files_as_one_process(tmp_path, monkeypatch):
     assert judged == {"records judged": next(s for s in manifests[2]["steps"] if s["name"] == "odd_words")["in"]}
 
 
+def test_operators_are_torn_down_in_every_worker_that_set_them_up(tmp_path):
+    marker = tmp_path / "released"
+    steps = [{"op": "test.odd_words", "teardown_marker": str(marker), "seconds_per_batch": 0.05}]
+    recipe = parse_recipe({"input": {"path": str(EXAMPLE_DATA)}, "output": {"dir": str(tmp_path / "run")},
+                           "plugins": [PLUGIN], "batch_size": 8, "workers": 2, "steps": steps})
+    LocalExecutor(recipe, quiet=True).execute(report=False)
+    released = {int(p.suffix[1:]): int(p.read_text()) for p in tmp_path.glob("released.*")}
+    assert os.getpid() in released  # the run's own operator
+    workers = {pid: judged for pid, judged in released.items() if pid != os.getpid()}
+    assert workers and sum(workers.values()) > 0  # each worker released its copy when the pool closed
+
+
 def test_workers_are_not_part_of_the_recipe_fingerprint():
     def recipe(**extra):
         return parse_recipe({"input": {"path": str(EXAMPLE_DATA)}, "steps": STEPS[:2], **extra})

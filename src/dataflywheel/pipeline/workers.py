@@ -12,6 +12,7 @@ that use models never come here: they stay in the run's process.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.util
 import os
 import pickle
 import sys
@@ -170,6 +171,9 @@ def _apply(token: str, blob: bytes, step: str, payload: list) -> tuple[list[tupl
         sys.path.extend(p for p in path if p not in sys.path)
         op = _OPS[token] = pickle.loads(blob)
         op.setup()
+        # released when the worker exits (the pool closes at the end of the run): multiprocessing runs
+        # finalizers with an exit priority before a worker process ends
+        multiprocessing.util.Finalize(op, op.teardown, exitpriority=10)
     op.counters = Counter()
     batch = [loads(r) if isinstance(r, str) else r for r in payload]
     items = apply_batch(op, step, batch)
