@@ -28,3 +28,18 @@ def shared_data(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data missing: {path} (the tests expect ../shared/data beside the repository)")
     return path
+
+
+def run_steps(tmp_path: Path, steps: list[dict], rows: list | None = None, **recipe):
+    """Run ``steps`` (over ``rows`` when given) with a call cache in ``tmp_path``, seed 0, no report:
+    (executor, manifest, output rows, rejects)."""
+    from dataflywheel.pipeline import LocalExecutor, parse_recipe
+    from dataflywheel.pipeline.run_dir import iter_rejects
+
+    data = {"output": {"dir": str(tmp_path / "run")}, "steps": steps, "seed": 0,
+            "cache": str(tmp_path / "calls.sqlite"), **recipe}
+    if rows is not None:
+        data["input"] = {"path": str(write_jsonl(tmp_path / "in.jsonl", rows))}
+    executor = LocalExecutor(parse_recipe(data), quiet=True)
+    manifest = executor.execute(report=False)
+    return executor, manifest, read_jsonl(executor.run_dir.root / "output.jsonl"), list(iter_rejects(executor.run_dir))

@@ -11,11 +11,10 @@ import pytest
 from dataflywheel.ops import Candidate, OpContext, PoolView, Rejected, get_operator
 from dataflywheel.ops.synth.evol_instruct import (COPY_PHRASES, METHODS, clean_evolution, copied_phrase,
                                                   only_stop_words, read_verdict)
-from dataflywheel.pipeline import LocalExecutor, parse_recipe
 from dataflywheel.pipeline.apply import stamp
-from dataflywheel.pipeline.run_dir import iter_checkpoint, iter_rejects
+from dataflywheel.pipeline.run_dir import iter_checkpoint
 from dataflywheel.records import instruction_text, make_record
-from tests.conftest import read_jsonl, write_jsonl
+from tests.conftest import run_steps
 
 EvolInstruct = get_operator("synth.evol_instruct")
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "smollm2_evol_outputs.json").read_text("utf-8"))
@@ -327,13 +326,7 @@ def test_evol_instruct_runs_end_to_end_with_the_bundled_model(tmp_path):
                           {"role": "assistant", "content": "Chat Buddies, The Friendly Bunch."}]}]
     steps = [{"op": "synth.evol_instruct", "target": 1, "max_rounds": 2, "per_round": 2,
               "methods": ["concretize", "breadth"], "max_tokens": 20, "answer_max_tokens": 12, "check_max_tokens": 3}]
-    recipe = {"input": {"path": str(write_jsonl(tmp_path / "in.jsonl", rows))},
-              "output": {"dir": str(tmp_path / "run")}, "steps": steps, "seed": 0,
-              "cache": str(tmp_path / "calls.sqlite")}
-    executor = LocalExecutor(parse_recipe(recipe), quiet=True)
-    manifest = executor.execute(report=False)
-    output = read_jsonl(executor.run_dir.root / "output.jsonl")
-    rejects = list(iter_rejects(executor.run_dir))
+    executor, manifest, output, rejects = run_steps(tmp_path, steps, rows)
     assert manifest["status"] == "finished"
     final = {r["id"]: r for batch in iter_checkpoint(Path(manifest["steps"][-1]["checkpoint"])) for r in batch}
     made = [final[r["id"]] for r in output if final[r["id"]].get("lineage")]

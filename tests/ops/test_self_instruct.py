@@ -7,9 +7,8 @@ import pytest
 
 from dataflywheel.ops import Candidate, OpContext, PoolView, Rejected, get_operator
 from dataflywheel.ops.synth.self_instruct import rule_violation, shipped_seeds, to_record
-from dataflywheel.pipeline import LocalExecutor, parse_recipe
-from dataflywheel.pipeline.run_dir import iter_checkpoint, iter_rejects
-from tests.conftest import REPO, read_jsonl
+from dataflywheel.pipeline.run_dir import iter_checkpoint
+from tests.conftest import REPO, run_steps
 
 SelfInstruct = get_operator("synth.self_instruct")
 SEEDS = [json.loads(line) for line in (REPO / "examples/data/self_instruct_seeds.jsonl").read_text().splitlines()]
@@ -130,12 +129,7 @@ def test_propose_filters_classifies_and_writes_instances_with_in_context_parents
 def test_self_instruct_runs_end_to_end_with_the_bundled_model(tmp_path):
     steps = [{"op": "synth.self_instruct", "target": 2, "max_rounds": 3, "prompts_per_round": 1,
               "max_tokens": 128, "instance_max_tokens": 64}]
-    recipe = {"output": {"dir": str(tmp_path / "run")}, "steps": steps, "seed": 0,
-              "cache": str(tmp_path / "calls.sqlite")}
-    executor = LocalExecutor(parse_recipe(recipe), quiet=True)
-    manifest = executor.execute(report=False)
-    output = read_jsonl(executor.run_dir.root / "output.jsonl")
-    rejects = list(iter_rejects(executor.run_dir))
+    executor, manifest, output, rejects = run_steps(tmp_path, steps)
     assert manifest["status"] == "finished" and 1 <= len(output) <= 2
     seed_ids = {t.id for t in shipped_seeds()}
     final = {r["id"]: r for batch in iter_checkpoint(Path(manifest["steps"][-1]["checkpoint"])) for r in batch}

@@ -7,10 +7,8 @@ import pytest
 
 from dataflywheel.ops import Candidate, OpContext, PoolView, Rejected, get_operator
 from dataflywheel.ops.synth.failure_prompts import clean_instruction
-from dataflywheel.pipeline import LocalExecutor, parse_recipe
-from dataflywheel.pipeline.run_dir import iter_rejects
 from dataflywheel.records import make_record
-from tests.conftest import read_jsonl
+from tests.conftest import run_steps
 
 FailurePrompts = get_operator("synth.failure_prompts")
 
@@ -121,12 +119,7 @@ def test_failure_prompts_run_end_to_end_with_the_bundled_model(tmp_path):
     steps = [{"op": "synth.failure_prompts", "target": 2, "max_rounds": 1, "prompts_per_round": 2, "samples": 1,
               "max_tokens": 40, "answer_max_tokens": 40, "judge_model": "default", "judge_method": "expected",
               "judge_min_mass": 0.0, "max_score": 2.5}]
-    recipe = {"output": {"dir": str(tmp_path / "run")}, "steps": steps, "seed": 0,
-              "cache": str(tmp_path / "calls.sqlite")}
-    executor = LocalExecutor(parse_recipe(recipe), quiet=True)
-    manifest = executor.execute(report=False)
-    output = read_jsonl(executor.run_dir.root / "output.jsonl")
-    rejects = list(iter_rejects(executor.run_dir))
+    executor, manifest, output, rejects = run_steps(tmp_path, steps)
     assert manifest["status"] == "finished"
     for record in output:
         [entry] = record["lineage"]
