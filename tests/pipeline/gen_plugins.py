@@ -11,8 +11,8 @@ import time
 from pydantic import Field
 
 from dataflywheel.models.llm import GenerationParams
-from dataflywheel.ops import (Candidate, Generator, GeneratorConfig, OpConfig, PoolGenerator, PoolGeneratorConfig,
-                              Rejected, Scorer, SourceGenerator, register)
+from dataflywheel.ops import (Candidate, Generator, GeneratorConfig, NoveltyConfig, OpConfig, PoolGenerator,
+                              PoolGeneratorConfig, Rejected, Scorer, SourceGenerator, register)
 from dataflywheel.records import instruction_text, response_text
 
 
@@ -45,6 +45,18 @@ class FollowUps(Generator):
                 continue
             yield Candidate(_pair(f"Follow-up: why? ({question[:40]})", f"Because {response_text(record)[:40]}"),
                             parents=[record["id"]], details={"method": "follow_up"})
+
+
+class ScreenedFollowUpConfig(FollowUpConfig, NoveltyConfig):
+    pass
+
+
+@register
+class ScreenedFollowUps(FollowUps):
+    """FollowUps whose outputs are screened against what the step generated before (a NoveltyConfig)."""
+
+    name = "test.screened_follow_ups"
+    Config = ScreenedFollowUpConfig
 
 
 class CounterConfig(PoolGeneratorConfig):

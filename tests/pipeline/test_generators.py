@@ -136,6 +136,24 @@ def test_pool_generator_rejects_near_copies_of_the_pool(tmp_path, near_duplicate
     assert_accounted(executor, manifest)
 
 
+def test_a_batch_generator_with_novelty_settings_rejects_repeats_of_its_own_outputs(tmp_path):
+    # a follow-up quotes the first 40 characters of its instruction and of its answer: the first two rows give
+    # the same question with different answers (a near duplicate), the last two the same record (exact)
+    same_start = "Explain in detail how a steam engine turns heat into motion"
+    rows = pairs(same_start + ".", same_start + " on a train.", "Name a city.", "Name a city.")
+    rows[1]["output"] = "A different answer, written in other words."
+    steps = [{"op": "test.screened_follow_ups", "keep_inputs": False}]
+    executor, manifest, output, rejects = run(tmp_path, steps, rows, batch_size=1)  # one batch each
+    assert len(output) == 2
+    first = next(r for r in output if "steam" in r["messages"][0]["content"])
+    reasons = sorted(r["reason"] for r in rejects if not r["reason"].startswith("replaced by"))
+    assert len(reasons) == 2 and reasons[0] == "exact duplicate of a record in the pool or already accepted"
+    assert reasons[1].startswith(f"near duplicate of {first['id']} (MinHash Jaccard 1.00")
+    plain = run(tmp_path, [{"op": "test.follow_ups", "keep_inputs": False}], rows, name="plain", batch_size=1)
+    assert len(plain[2]) == 4  # without the settings nothing is screened
+    assert_accounted(executor, manifest)
+
+
 def test_pool_generator_stops_when_acceptance_collapses(tmp_path):
     rows = pairs("Name a colour.")
     # each round re-proposes the same numbers once the first ones are accepted: rejects pile up

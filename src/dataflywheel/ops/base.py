@@ -206,19 +206,26 @@ class Generator(Operator):
         raise NotImplementedError
 
 
-class PoolGeneratorConfig(GeneratorConfig):
+class NoveltyConfig(OpConfig):
+    """Fields of a generator whose outputs are screened against what it already has (``pipeline/novelty.py``):
+    every pool generator; a per-batch generator whose config includes these (screened against what the step
+    generated so far)."""
+
+    near_duplicate: float | None = Field(default=0.7, gt=0.0, lt=1.0)
+    """Reject a candidate whose MinHash Jaccard estimate (5-word shingles of ``dedup_text``) with a pool record,
+    an accepted record or an earlier candidate reaches this; null: exact copies only (exact copies are always
+    rejected)."""
+    dedup_text: TextField = "instruction"
+    """Which text of a record is compared for near duplicates."""
+
+
+class PoolGeneratorConfig(NoveltyConfig, GeneratorConfig):
     target: int = Field(default=100, ge=1)
     """Stop once this many records are accepted."""
     max_rounds: int = Field(default=10, ge=1)
     """Stop after this many rounds of proposals, even below the target."""
     min_acceptance: float = Field(default=0.0, ge=0.0, le=1.0)
     """Stop when a round accepts less than this share of its proposals (after the first round)."""
-    near_duplicate: float | None = Field(default=0.7, gt=0.0, lt=1.0)
-    """Reject a candidate whose MinHash Jaccard estimate (5-word shingles of ``dedup_text``) with a pool record,
-    an accepted record or an earlier candidate of the round reaches this; null: exact copies only (exact copies
-    are always rejected)."""
-    dedup_text: TextField = "instruction"
-    """Which text of a record is compared for near duplicates."""
 
 
 @dataclass

@@ -16,9 +16,9 @@ from typing import Any, Iterable, Iterator
 
 from dataflywheel.errors import FatalError
 from dataflywheel.io import ReadReject
-from dataflywheel.ops.base import Filter, Generator, Mapper, PoolGenerator, PoolView, Scorer, Selector
+from dataflywheel.ops.base import Filter, Generator, Mapper, NoveltyConfig, PoolGenerator, PoolView, Scorer, Selector
 from dataflywheel.pipeline.apply import Item, apply_batch, apply_selection, passed_inputs
-from dataflywheel.pipeline.novelty import PoolNovelty, screen_round
+from dataflywheel.pipeline.novelty import PoolNovelty, screen_outputs, screen_round
 from dataflywheel.pipeline.progress import StepProgress
 from dataflywheel.pipeline.recipe import Recipe
 from dataflywheel.pipeline.run import Run, RunError, Step, add_usage, usage_delta
@@ -235,12 +235,19 @@ class LocalEngine:
         """Per input batch: inputs and generated records, each batch a committed part (resumable)."""
         writer = run.begin_step(step, parts=True)
         done = len(writer.states)
+        novelty = None  # a generator with a NoveltyConfig: its outputs are screened against the step's so far
+        if isinstance(step.op.config, NoveltyConfig):
+            made = [r for r in writer.part_records(first=0) if (r.get("lineage") or [{}])[-1].get("step") == step.name]
+            novelty = PoolNovelty(step.op, lambda: iter(()), made)
         with self.progress.step(step.name, run.step_record(previous.name)["out"]) as advance:
             for number, rows in enumerate(_stream(run.checkpoint_of(previous), self.size)):
                 if number < done:
                     advance(len(rows))
                     continue
-                writer.add(apply_batch(step.op, step.name, _records(rows)), rows)
+                items = apply_batch(step.op, step.name, _records(rows))
+                if novelty is not None:
+                    screen_outputs(items, novelty)
+                writer.add(items, rows)
                 writer.commit_part({"batch": number})
                 advance(len(rows))
         run.finish_step(step, writer)

@@ -13,16 +13,16 @@ from typing import Callable, Iterator
 
 from dataflywheel.algorithms.minhash import NearDuplicateIndex
 from dataflywheel.errors import FatalError
-from dataflywheel.ops.base import PoolGenerator, PoolView
+from dataflywheel.ops.base import Operator, PoolGenerator, PoolView
 from dataflywheel.pipeline.apply import Item, generated_items
 from dataflywheel.records import text_of
 
 
 class PoolNovelty:
-    """What a pool generator's candidates must differ from: the ids (exact copies) and, when configured, the
-    texts (near duplicates) of the pool and of every accepted record."""
+    """What a generator's candidates must differ from: the ids (exact copies) and, when configured, the
+    texts (near duplicates) of the pool and of every accepted record. ``op.config`` is a ``NoveltyConfig``."""
 
-    def __init__(self, op: PoolGenerator, scan: Callable[[], Iterator[list[dict]]], accepted: list[dict]):
+    def __init__(self, op: Operator, scan: Callable[[], Iterator[list[dict]]], accepted: list[dict]):
         cfg = op.config
         self.field = cfg.dedup_text
         self.near = NearDuplicateIndex(cfg.near_duplicate) if cfg.near_duplicate is not None else None
@@ -86,3 +86,11 @@ def screen_round(op: PoolGenerator, step: str, view: PoolView, novelty: PoolNove
                 item.reason = f"target of {view.target} already reached"
             room -= 1
     return items
+
+
+def screen_outputs(items: list[Item], novelty: PoolNovelty) -> None:
+    """A per-batch generator's batch: its generated records (not the inputs it passes on) screened for exact
+    and near duplicates of what the step generated before."""
+    made = [i for i in items if i.position is None and i.record is not None and i.reason is None]
+    novelty.exact(made)
+    novelty.near_duplicates(made)

@@ -22,7 +22,7 @@ from pydantic import Field
 
 from dataflywheel.models.llm import GenerationParams
 from dataflywheel.models.structured import extract_json
-from dataflywheel.ops.base import Candidate, Generator, GeneratorConfig, Rejected
+from dataflywheel.ops.base import Candidate, Generator, GeneratorConfig, NoveltyConfig, Rejected
 from dataflywheel.ops.registry import register
 from dataflywheel.ops.synth.parsing import Parsed, parse_list, strip_fences
 from dataflywheel.prompts import render_file
@@ -312,7 +312,10 @@ def normalise(text: str) -> str:
 # ---- the operator -------------------------------------------------------------------------------
 
 
-class GroundedQAConfig(GeneratorConfig):
+class GroundedQAConfig(GeneratorConfig, NoveltyConfig):
+    """Generated pairs are also screened against every pair the step made before (exact and MinHash near
+    duplicates of the question: overlapping chunks and similar documents give the same questions)."""
+
     keep_inputs: bool = False
     """The documents are replaced by the pairs made from them (true: pass them on as well)."""
     model: str = "default"
