@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PEER_PYTHON = ROOT / ".venv-distilabel" / "bin" / "python"
 SEEDS = ROOT / "src" / "dataflywheel" / "data" / "self_instruct_seed_tasks.jsonl"
+OUTPUTS = ROOT / "bench" / "synth_results" / "outputs.json"
 
 
 def seed_instructions() -> list[str]:
@@ -107,12 +108,25 @@ def run_ours(op: str, url: str, target: int, extra: dict) -> dict:
 
 
 def _kind(reason: str) -> str:
-    """The check a reject reason names (its words before the first colon or number)."""
-    head = reason.split(":")[0]
+    """The check a reject reason names (its words before the first colon, parenthesis or number)."""
+    head = reason.split(":")[0].split("(")[0].strip()
     return " ".join(w for w in head.split() if not any(c.isdigit() for c in w))[:60]
 
 
 # ---- measures -------------------------------------------------------------------------------------
+
+
+def rule_breaks(arm: str, instructions: list[str]) -> float:
+    """Share of outputs that the method's own rules reject: Self-Instruct's filters (length, keywords,
+    punctuation, banned starts) or Evol-Instruct's copied-prompt rule."""
+    from dataflywheel.ops.synth.evol_instruct import COPY_PHRASES, copied_phrase
+    from dataflywheel.ops.synth.self_instruct import SelfInstructConfig, rule_violation
+
+    if "evol" in arm:
+        broken = [copied_phrase(i, COPY_PHRASES) for i in instructions]
+    else:
+        broken = [rule_violation(i, SelfInstructConfig()) if i.strip() else "empty" for i in instructions]
+    return sum(b is not None for b in broken) / max(1, len(instructions))
 
 
 def measures(instructions: list[str], seeds: list[str], embedder) -> dict:
@@ -182,17 +196,18 @@ def main() -> None:
         proc.terminate()
         proc.wait()
     base = measures(seeds, [], embedder)
-    rows = [["175 seed tasks (reference)", len(seeds), "", "", "", f"{base['distinct1']:.2f}",
+    rows = [["175 seed tasks (reference)", len(seeds), "", "", "", "", f"{base['distinct1']:.2f}",
              f"{base['distinct2']:.2f}", f"{base['distance']:.3f}"]]
     funnel = []
     for arm, result in results.items():
         if "error" in result:
-            rows.append([arm, result["error"], "", "", "", "", "", ""])
+            rows.append([arm, result["error"], "", "", "", "", "", "", ""])
             continue
         got = result["instructions"]
         m = measures(got, seeds, embedder)
         rows.append([arm, len(got), f"{result['seconds']:.0f}", f"{60 * len(got) / result['seconds']:.1f}",
-                     f"{m['minhash_dup']:.0%} / {m['rouge_dup']:.0%}", f"{m['distinct1']:.2f}",
+                     f"{m['minhash_dup']:.0%} / {m['rouge_dup']:.0%}", f"{rule_breaks(arm, got):.0%}",
+                     f"{m['distinct1']:.2f}",
                      f"{m['distinct2']:.2f}", f"{m['distance']:.3f}"])
         if "reasons" in result:
             total = result["proposed"]
@@ -203,9 +218,18 @@ def main() -> None:
             "the 175 Self-Instruct seed tasks. Near duplicates: against the seeds or an earlier output "
             "(MinHash Jaccard >= 0.7 / ROUGE-L > 0.7). distilabel 1.5 from its own venv.\n\n"
             + table(["arm", "instructions", "wall s", "per minute", "near duplicates (MinHash / ROUGE-L)",
-                     "distinct-1", "distinct-2", "mean embedding distance"], rows)
-            + "\n\nWhere our candidates went:\n\n" + "\n".join(funnel) + "\n")
+                     "break the method's rules", "distinct-1", "distinct-2", "mean embedding distance"], rows)
+            + "\n\nWhere our candidates went:\n\n" + "\n".join(funnel) + "\n\n"
+            "Our Self-Instruct writes an instance (input and output) for each new task, classifying it first "
+            "(three calls per task); distilabel's SelfInstruct keeps each line of a list of instructions *about* "
+            "the seed, with no instance. \"Break the method's rules\": the share of the output that Self-Instruct's "
+            "own filters (length 4-150 words, image/file/... keywords, leading punctuation, 'Write a program') or "
+            "Evol-Instruct's elimination rule d (the evolved instruction copies the evolving prompt's words) would "
+            "remove. The instructions of every arm are in `bench/synth_results/outputs.json`.\n")
     print(body)
+    OUTPUTS.parent.mkdir(parents=True, exist_ok=True)
+    OUTPUTS.write_text(json.dumps({arm: r.get("instructions", r.get("error")) for arm, r in results.items()},
+                                  indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     if args.write:
         write_section("Synthesis vs distilabel (Self-Instruct, Evol-Instruct)", body)
 
