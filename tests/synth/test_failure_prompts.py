@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import pytest
 
@@ -132,3 +133,18 @@ def test_failure_prompts_run_end_to_end_with_the_bundled_model(tmp_path):
     assert all(r["reason"] for r in rejects)
     step = manifest["steps"][1]
     assert step["generated"] == step["out"] + step["rejected"]
+
+
+def test_clean_instruction_on_saved_proposals_of_the_bundled_model():
+    """Real proposals (tests/ops/fixtures/make_failure_prompts_outputs.py): each cleans to one instruction or to
+    nothing (an unparsable proposal), never to the prompt's layout or a second instruction."""
+    from tests.conftest import REPO
+
+    fixture = REPO / "tests" / "ops" / "fixtures" / "smollm2_failure_prompts_outputs.json"
+    proposals = json.loads(fixture.read_text(encoding="utf-8"))["proposals"]
+    cleaned = [clean_instruction(p) for p in proposals]
+    for text in cleaned:
+        assert "\n" not in text and "```" not in text
+        assert not re.search(r"\binstruction\s*\d+\s*:", text, re.IGNORECASE)
+        assert not text.startswith(('"', "'", "Instruction"))
+    assert len(proposals) == 15 and sum(bool(t) for t in cleaned) >= 10

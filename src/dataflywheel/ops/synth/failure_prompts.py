@@ -68,12 +68,17 @@ class FailurePromptsConfig(PoolGeneratorConfig, AnswerJudgeConfig):
     max_words: int = Field(default=150, ge=1)
 
 
+_LEAD = re.compile(r"^\s*(?:instructions?|tasks?|questions?)\s*(?:no\.?\s*)?\d*\s*[:.)\-]\s*", re.IGNORECASE)
+
+
 def clean_instruction(text: str) -> str:
-    """The proposer's instruction: its first paragraph, without fences, labels, quotes or a trailing
-    'Instruction N:' it started on."""
-    text = strip_fences(text).strip()
-    text = re.split(r"\n\s*\n|\n\s*instruction\s*\d*\s*:", text, maxsplit=1, flags=re.IGNORECASE)[0]
-    return clean_item(text)
+    """The proposer's instruction: the first line with words, without code fences, an 'Instruction N:' label
+    or wrapping quotes (the prompt lists one instruction per line; what follows is the model rambling on)."""
+    for line in strip_fences(text).splitlines():
+        line = _LEAD.sub("", line).strip()
+        if re.search(r"[^\W_]", line):
+            return clean_item(line)
+    return ""
 
 
 @register
