@@ -6,13 +6,19 @@ import json
 from typing import Any
 
 
+def _decoded(value: Any) -> Any:
+    """``value``, or what its JSON text holds (None when a text is not JSON)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return None
+
+
 def _as_scores(value: Any) -> dict | None:
     """A score dict from JSON, a Parquet struct (nulls = absent) or JSON text; None if it is not one."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            return None
+    value = _decoded(value)
     if not isinstance(value, dict):
         return None
     scores = {k: v for k, v in value.items() if v is not None}
@@ -22,11 +28,7 @@ def _as_scores(value: Any) -> dict | None:
 
 
 def _as_lineage(value: Any) -> list | None:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            return None
+    value = _decoded(value)
     return value if isinstance(value, list) and all(isinstance(e, dict) for e in value) else None
 
 
