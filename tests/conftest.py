@@ -43,3 +43,15 @@ def run_steps(tmp_path: Path, steps: list[dict], rows: list | None = None, **rec
     executor = LocalExecutor(parse_recipe(data), quiet=True)
     manifest = executor.execute(report=False)
     return executor, manifest, read_jsonl(executor.run_dir.root / "output.jsonl"), list(iter_rejects(executor.run_dir))
+
+
+class OneModel:
+    """A model registry stand-in that hands every role the same (scripted) LLM; ``roles``: the only roles an
+    operator may ask for."""
+
+    def __init__(self, llm, roles: tuple[str, ...] | None = None):
+        self.model, self.roles = llm, roles
+
+    def llm(self, role):
+        assert self.roles is None or role in self.roles, role
+        return self.model

@@ -14,7 +14,7 @@ from dataflywheel.ops.synth.evol_instruct import (COPY_PHRASES, METHODS, clean_e
 from dataflywheel.pipeline.apply import stamp
 from dataflywheel.pipeline.run_dir import iter_checkpoint
 from dataflywheel.records import instruction_text, make_record
-from tests.conftest import run_steps
+from tests.conftest import OneModel, run_steps
 
 EvolInstruct = get_operator("synth.evol_instruct")
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "smollm2_evol_outputs.json").read_text("utf-8"))
@@ -57,17 +57,8 @@ class ScriptedLLM:
         return out
 
 
-class Models:
-    def __init__(self, llm):
-        self.model = llm
-
-    def llm(self, role):
-        assert role == "default"
-        return self.model
-
-
 def operator(llm, seed=0, **config):
-    return EvolInstruct(EvolInstruct.Config(**config), OpContext(seed=seed, models=Models(llm)))
+    return EvolInstruct(EvolInstruct.Config(**config), OpContext(seed=seed, models=OneModel(llm, roles=("default",))))
 
 
 def accept(op, candidate, round_=0):

@@ -21,7 +21,7 @@ from dataflywheel.ops.synth.grounded_qa import (
 from dataflywheel.pipeline import LocalExecutor, parse_recipe
 from dataflywheel.pipeline.run_dir import iter_rejects
 from dataflywheel.records import make_record
-from tests.conftest import REPO, read_jsonl, write_jsonl
+from tests.conftest import REPO, OneModel, read_jsonl, write_jsonl
 
 GroundedQA = get_operator("synth.grounded_qa")
 PEPS = [json.loads(line) for line in (REPO / "examples/data/pep_excerpts.jsonl").read_text().splitlines()]
@@ -209,20 +209,12 @@ class ScriptedLLM:
         return out
 
 
-class Models:
-    def __init__(self, llm):
-        self.model = llm
-
-    def llm(self, role):
-        return self.model
-
-
 def document(text=CHUNK, **meta):
     return make_record([{"role": "assistant", "content": text}], meta=meta)
 
 
 def run_op(config, llm, records):
-    op = GroundedQA(config, OpContext(seed=0, models=Models(llm)))
+    op = GroundedQA(config, OpContext(seed=0, models=OneModel(llm)))
     return op, list(op.generate(records))
 
 
@@ -290,12 +282,12 @@ def test_a_token_budget_counts_with_the_models_tokenizer_or_estimates():
     text = "\n\n".join(f"Paragraph {i} has exactly seven words here." for i in range(6))
     llm = ScriptedLLM([])
     op = GroundedQA(GroundedQA.Config(chunk_unit="tokens", chunk_size=16, chunk_overlap=0, min_chunk=0),
-                    OpContext(models=Models(llm)))
+                    OpContext(models=OneModel(llm)))
     assert len(op.chunks(document(text))) == 6  # ~4 characters a token: one 46-character paragraph a chunk
     assert op.counters["token budget estimated at 4 characters a token (no tokenizer)"] == 1
     llm.tokenizer = lambda text, add_special_tokens=False: {"input_ids": text.split()}  # a token a word
     op = GroundedQA(GroundedQA.Config(chunk_unit="tokens", chunk_size=16, chunk_overlap=0, min_chunk=0),
-                    OpContext(models=Models(llm)))
+                    OpContext(models=OneModel(llm)))
     assert [len(c.text.split()) for c in op.chunks(document(text))] == [14, 14, 14]
 
 

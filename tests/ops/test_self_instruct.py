@@ -8,7 +8,7 @@ import pytest
 from dataflywheel.ops import Candidate, OpContext, PoolView, Rejected, get_operator
 from dataflywheel.ops.synth.self_instruct import rule_violation, shipped_seeds, to_record
 from dataflywheel.pipeline.run_dir import iter_checkpoint
-from tests.conftest import REPO, run_steps
+from tests.conftest import REPO, OneModel, run_steps
 
 SelfInstruct = get_operator("synth.self_instruct")
 SEEDS = [json.loads(line) for line in (REPO / "examples/data/self_instruct_seeds.jsonl").read_text().splitlines()]
@@ -80,21 +80,13 @@ class ScriptedLLM:
         return answers
 
 
-class Models:
-    def __init__(self, llm):
-        self.model = llm
-
-    def llm(self, role):
-        return self.model
-
-
 def test_propose_filters_classifies_and_writes_instances_with_in_context_parents():
     lists = [" Sort these numbers in ascending order.\n10. Describe the attached picture in detail.\n"
              "11. Detect the sentiment of this product review.\n12. Ok.\n\nHope this helps!",
              "```\n```\n"]  # nothing but an empty fence
     llm = ScriptedLLM(lists)
     config = SelfInstruct.Config(prompts_per_round=2)
-    op = SelfInstruct(config, OpContext(seed=3, models=Models(llm)))
+    op = SelfInstruct(config, OpContext(seed=3, models=OneModel(llm)))
     pool = seed_records()
     accepted = [candidate("Plan a three-day trip to Lisbon on a student budget.")]
     proposals = list(op.propose(view(pool, accepted, round_=1)))
@@ -121,7 +113,7 @@ def test_propose_filters_classifies_and_writes_instances_with_in_context_parents
     assert list_prompt.startswith("Come up with a series of tasks:\n1. ") and list_prompt.endswith("\n9.")
     # the same seed and round propose the same prompts
     again = ScriptedLLM(lists)
-    list(SelfInstruct(config, OpContext(seed=3, models=Models(again))).propose(view(pool, accepted, round_=1)))
+    list(SelfInstruct(config, OpContext(seed=3, models=OneModel(again))).propose(view(pool, accepted, round_=1)))
     assert again.prompts == llm.prompts
 
 

@@ -9,7 +9,7 @@ import pytest
 from dataflywheel.ops import Candidate, OpContext, PoolView, Rejected, get_operator
 from dataflywheel.ops.synth.failure_prompts import clean_instruction
 from dataflywheel.records import make_record
-from tests.conftest import run_steps
+from tests.conftest import OneModel, run_steps
 
 FailurePrompts = get_operator("synth.failure_prompts")
 
@@ -56,14 +56,6 @@ class Scripted:
         return [[-3.0, -3.0] if "prime" in p else [-0.1, -0.1] for p in prefixes]
 
 
-class Models:
-    def __init__(self, llm):
-        self.model = llm
-
-    def llm(self, role):
-        return self.model
-
-
 SEEDS = [make_record([{"role": "user", "content": f"Seed instruction number {i} about a topic."},
                       {"role": "assistant", "content": "ok"}]) for i in range(5)]
 
@@ -74,7 +66,7 @@ def view():
 
 def propose(config, samples):
     llm = Scripted(samples)
-    op = FailurePrompts(FailurePrompts.Config(**config), OpContext(seed=1, models=Models(llm)))
+    op = FailurePrompts(FailurePrompts.Config(**config), OpContext(seed=1, models=OneModel(llm)))
     return op, llm, list(op.propose(view()))
 
 
