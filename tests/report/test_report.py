@@ -65,3 +65,23 @@ def test_embedding_map_when_a_step_embedded(tmp_path):
     svg = html.split('aria-label="embedding map (PCA), kept vs dropped"', 1)[1].split("</svg>", 1)[0]
     assert svg.count("<circle") == manifest["totals"]["read"]
     assert "kept (50)" in svg and f"dropped ({manifest['totals']['read'] - 50})" in svg
+
+
+def test_a_large_run_browses_an_even_sample_and_says_so(report_run, tmp_path, monkeypatch):
+    """The browser of a large run holds about BROWSE_LIMIT records chosen by id (kept and rejected at the
+    same rate); the funnel still counts every record."""
+    from dataflywheel.report import build
+
+    run_dir, manifest = report_run
+    monkeypatch.setattr(build, "BROWSE_LIMIT", 40)
+    page = build.write_run_report(run_dir, tmp_path / "sampled.html").read_text()
+    rows = json.loads(page.split('id="record-data">', 1)[1].split("</script>", 1)[0])["records"]
+    total = manifest["totals"]["output"] + manifest["totals"]["rejected"]
+    step = -(-total // 40)
+    assert 0.5 * total / step <= len(rows) <= 1.6 * total / step
+    assert {r[0] for r in rows} == {"kept", "rejected"}
+    assert f"{len(rows)} of {total} records, 1 in {step} chosen by id" in page
+    assert f'class="num out">{manifest["totals"]["output"]}<' in page  # the funnel is not sampled
+    full = (run_dir / "report.html").read_text()
+    assert "browse-note" not in full
+    assert len(json.loads(full.split('id="record-data">', 1)[1].split("</script>", 1)[0])["records"]) == total

@@ -1,13 +1,15 @@
-"""Write a run's output file from its final checkpoint, beside the report when the run is large.
+"""Write a run's output file, in a second process while the run goes on when the output is large.
 
-Converting and writing tens of thousands of records and building the report are both CPU-bound Python;
-for a large output the file is written in a second process while this one builds the report, so a run
-ends in the longer of the two instead of their sum. Small outputs are written here and now (starting a
-process would cost more than it saves).
+Converting and writing tens of thousands of records is CPU-bound Python. For a large output the file is
+written by a second interpreter: fed the final step's kept records while that step runs (``OutputTee``),
+or, when the final step did not run in this process (a resumed run, a generator's committed parts),
+reading the final checkpoint while this process checks the invariant and builds the report. Small
+outputs are written here at the end (starting a process would cost more than it saves).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -19,6 +21,7 @@ import pyarrow.parquet as pq
 
 from dataflywheel.io import write_records
 from dataflywheel.pipeline.run_dir import iter_checkpoint
+from dataflywheel.records import loads
 
 PARALLEL_FROM = 20_000
 """Outputs of at least this many records are written in a second process."""
@@ -41,6 +44,29 @@ def write_output(checkpoint: str, target: str, fmt: str, file_type: str, options
     return write_records(records, tmp, fmt, file_type, **options)
 
 
+def write_lines(lines, target: str, fmt: str, file_type: str, options: dict) -> int:
+    """Write records given as lines of JSON text (one record each) under a temporary name beside ``target``."""
+    tmp = _tmp(Path(target))
+    shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+    return write_records((loads(line) for line in lines if line.strip()), tmp, fmt, file_type, **options)
+
+
+def _writer_process(mode: str, args: list, **popen) -> subprocess.Popen:
+    """A fresh interpreter running this module (not multiprocessing), so a user's script needs no
+    ``if __name__ == "__main__"`` guard and no parent thread or lock is inherited."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    return subprocess.Popen([sys.executable, "-m", "dataflywheel.pipeline.output", mode, json.dumps(args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **popen)
+
+
+def _stop(process: subprocess.Popen, target: Path) -> None:
+    process.kill()
+    process.communicate()
+    tmp = _tmp(target)
+    shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+
+
 class OutputError(RuntimeError):
     """Writing the output file failed (in the second process); the message carries its error."""
 
@@ -48,24 +74,18 @@ class OutputError(RuntimeError):
 class OutputJob:
     """The output file of a run, being written under a temporary name; ``commit()`` waits for it, moves it
     to its name and returns the record count (or raises what writing raised). Large outputs start writing
-    in a second process at once; small ones are written by ``commit()``.
-
-    The second process is a fresh interpreter running this module (not multiprocessing), so a user's
-    script needs no ``if __name__ == "__main__"`` guard and no parent thread or lock is inherited."""
+    in a second process at once (or were written meanwhile by an ``OutputTee``: ``process``); small ones are
+    written by ``commit()``."""
 
     def __init__(self, checkpoint: Path, target: Path, fmt: str, file_type: str, options: dict, *,
-                 parallel: bool | None = None):
+                 parallel: bool | None = None, process: subprocess.Popen | None = None):
         self.target = target
         self._args = [str(checkpoint), str(target), fmt, file_type, options]
-        if parallel is None:
+        if parallel is None and process is None:
             parallel = checkpoint_count(checkpoint) >= PARALLEL_FROM
-        self._process: subprocess.Popen | None = None
-        if parallel:
-            package_root = str(Path(__file__).resolve().parents[2])
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-            self._process = subprocess.Popen([sys.executable, "-m", "dataflywheel.pipeline.output",
-                                              json.dumps(self._args)], stdout=subprocess.PIPE,
-                                             stderr=subprocess.PIPE, text=True, env=env)
+        self._process = process
+        if parallel and process is None:
+            self._process = _writer_process("checkpoint", self._args, text=True)
 
     def commit(self) -> int:
         if self._process is None:
@@ -83,12 +103,55 @@ class OutputJob:
         return count
 
     def cancel(self) -> None:
-        """Stop writing (the run failed before the output was needed)."""
+        """Stop writing (the run failed before the output was needed) and remove what was written."""
         if self._process is not None:
-            self._process.kill()
-            self._process.communicate()
+            _stop(self._process, self.target)
+            self._process = None
+
+
+class OutputTee:
+    """The final step's kept records, fed (as the JSON text of its checkpoint rows) to a second process
+    that writes the output while the step runs. Nothing starts until ``PARALLEL_FROM`` records have come
+    (they are held until then): ``process()`` is None for a smaller output, written at the end as before.
+    A writer that died is not fed further; ``OutputJob.commit()`` reports its error."""
+
+    def __init__(self, target: Path, fmt: str, file_type: str, options: dict):
+        self._args = [str(target), fmt, file_type, options]
+        self._held: list[str] = []
+        self._process: subprocess.Popen | None = None
+        self._closed = False
+
+    def __call__(self, texts: list[str]) -> None:
+        if self._closed or not texts:
+            return
+        if self._process is None:
+            self._held.extend(texts)
+            if len(self._held) < PARALLEL_FROM:
+                return
+            self._process = _writer_process("lines", self._args, stdin=subprocess.PIPE, text=True,
+                                            encoding="utf-8")
+            texts, self._held = self._held, []
+        try:
+            self._process.stdin.write("\n".join(texts) + "\n")
+        except BrokenPipeError:  # the writer failed: its error comes out of commit()
+            self._closed = True
+
+    def process(self) -> subprocess.Popen | None:
+        """The writing process, fed everything (None when the output was too small to start one)."""
+        self._closed, self._held = True, []
+        return self._process
+
+    def cancel(self) -> None:
+        """Stop writing (the step failed or was interrupted) and remove what was written."""
+        self._closed, self._held = True, []
+        if self._process is not None:
+            _stop(self._process, Path(self._args[0]))
             self._process = None
 
 
 if __name__ == "__main__":
-    print(write_output(*json.loads(sys.argv[1])))
+    mode, args = sys.argv[1], json.loads(sys.argv[2])
+    if mode == "lines":
+        print(write_lines(io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", newline="\n"), *args))
+    else:
+        print(write_output(*args))

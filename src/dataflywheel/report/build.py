@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 
 from dataflywheel.io import ReadReject, read_records
-from dataflywheel.pipeline.run_dir import RunDir, iter_checkpoint, iter_rejects, read_table
+from dataflywheel.pipeline.run_dir import RunDir, read_table
 from dataflywheel.records import instruction_text, loads, prompt_turns, response_text
 from dataflywheel.report.svg import bars, histogram, scatter
 from dataflywheel.text import word_count
@@ -123,10 +123,22 @@ def _lengths_and_categories(records, count, step: int = 1):
             count([response_text(r) for r in sample]) if sample else [], categories)
 
 
-def _page(title: str, subtitle: str, body: str, data: dict) -> str:
+BROWSE_LIMIT = 10_000
+"""The record browser holds about this many records (kept and rejected together, an even sample by id):
+a page with every record of a large run would take longer to build than the run's steps and tens of MB."""
+
+
+def _browse_note(step: int, shown: int, total: int) -> str:
+    if step == 1:
+        return ""
+    return (f"<p class='muted' id='browse-note'>{shown:,} of {total:,} records, 1 in {step} chosen by id; the "
+            "output file and rejected/ hold every one.</p>")
+
+
+def _page(title: str, subtitle: str, body: str, data: dict, browse_note: str = "") -> str:
     return (TEMPLATE.read_text(encoding="utf-8").replace("{{TITLE}}", escape(title))
             .replace("{{SUBTITLE}}", escape(subtitle)).replace("{{BODY}}", body)
-            .replace("{{DATA}}", _json_for_html(data)))
+            .replace("{{BROWSE_NOTE}}", browse_note).replace("{{DATA}}", _json_for_html(data)))
 
 
 def _funnel(manifest: dict, reasons: dict[str, Counter]) -> str:
@@ -167,16 +179,23 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None, *, m
         raise FileNotFoundError(f"{run.root} holds no manifest.json: not a run directory")
     steps = [s for s in manifest["steps"] if s["status"] == "done"]
     first, last = Path(steps[0]["checkpoint"]), Path(steps[-1]["checkpoint"])
-    kept = [r for batch in iter_checkpoint(last, 4096) for r in batch]
+    final = read_table(last, columns=["id", "record"])
     read = read_table(first, columns=["id", "record"])
-    step = _sample_step(max(read.num_rows, len(kept)))  # one step for both series keeps their counts comparable
+    step = _sample_step(max(read.num_rows, final.num_rows))  # one step for both series keeps their counts comparable
+    rejects = [r for path in sorted(run.rejected.glob("*.parquet")) for r in read_table(path).to_pylist()]
+    browse = _sample_step(final.num_rows + len(rejects), BROWSE_LIMIT)
+    kept = [loads(text) for record_id, text in zip(final.column(0).to_pylist(), final.column(1).to_pylist())
+            if _sampled(record_id, browse) or _sampled(record_id, step)]
     before = [loads(text) for record_id, text in zip(read.column(0).to_pylist(), read.column(1).to_pylist())
               if _sampled(record_id, step)]
-    rows = [_row(r, "kept") for r in kept]
+    browsed = [r for r in kept if _sampled(r["id"], browse)]  # charts of categories and scores: this sample too
+    rows = [_row(r, "kept") for r in browsed]
     reasons: dict[str, Counter] = {}
     rejected_records = []
-    for reject in iter_rejects(run):
+    for reject in rejects:
         reasons.setdefault(reject["step"], Counter())[reason_kind(reject["reason"])] += 1
+        if not _sampled(reject["id"] or reject["raw"], browse):
+            continue
         if reject["record"]:
             record = loads(reject["record"])
             rejected_records.append(record)
@@ -187,19 +206,21 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None, *, m
     charts = []
     unit, count = _length_unit()
     b_ins, b_resp, _ = _lengths_and_categories(before, count)
-    a_ins, a_resp, a_cat = _lengths_and_categories(kept, count, step)
+    a_ins, a_resp, _ = _lengths_and_categories(kept, count, step)
+    a_cat = Counter(c for c in map(_category, browsed) if c is not None)
     b_cat = a_cat + Counter(c for c in map(_category, rejected_records) if c is not None)  # kept + rejected
     sampled = f", 1 in {step} records" if step > 1 else ""
     charts.append(histogram({"read": b_ins, "kept": a_ins}, f"instruction length ({unit}{sampled})"))
     charts.append(histogram({"read": b_resp, "kept": a_resp}, f"response length ({unit}{sampled})"))
-    score_names = sorted({k for r in kept + rejected_records for k in r.get("scores", {})})
+    in_browser = f" (1 in {browse} records)" if browse > 1 else ""
+    score_names = sorted({k for r in browsed + rejected_records for k in r.get("scores", {})})
     for name in score_names:
-        scored = [r["scores"][name] for r in kept + rejected_records if name in r.get("scores", {})]
-        charts.append(histogram({"scored": scored, "kept": [r["scores"][name] for r in kept if name in r["scores"]]},
-                                f"score {name}"))
+        scored = [r["scores"][name] for r in browsed + rejected_records if name in r.get("scores", {})]
+        charts.append(histogram({"scored": scored, "kept": [r["scores"][name] for r in browsed
+                                                            if name in r["scores"]]}, f"score {name}{in_browser}"))
     if b_cat:
-        charts.append(bars({"in": dict(b_cat), "kept": dict(a_cat)}, "categories"))
-    mapped = {"kept": [tuple(r["meta"]["map_2d"]) for r in kept if "map_2d" in r.get("meta", {})],
+        charts.append(bars({"in": dict(b_cat), "kept": dict(a_cat)}, f"categories{in_browser}"))
+    mapped = {"kept": [tuple(r["meta"]["map_2d"]) for r in browsed if "map_2d" in r.get("meta", {})],
               "dropped": [tuple(r["meta"]["map_2d"]) for r in rejected_records if "map_2d" in r.get("meta", {})]}
     embedding_map = scatter(mapped, "embedding map (PCA), kept vs dropped") if mapped["kept"] or mapped["dropped"] else \
         "<p class='muted'>No embedding map: no step of this run computed embeddings.</p>"
@@ -212,20 +233,20 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None, *, m
     data = {"fields": FIELDS, "records": rows, "steps": [s["name"] for s in steps],
             "reasons": sorted({r[4] for r in rows if r[4]}), "scores": score_names}
     target = Path(target) if target else run.root / "report.html"
-    target.write_text(_page("dataflywheel run report", subtitle, body, data), encoding="utf-8")
+    note = _browse_note(browse, len(rows), final.num_rows + len(rejects))
+    target.write_text(_page("dataflywheel run report", subtitle, body, data, note), encoding="utf-8")
     return target
 
 
 def write_dataset_report(path: str | Path, target: str | Path, stats: dict) -> Path:
     """Render the statistics of a dataset file (``flywheel inspect --html``) with its records browsable."""
-    records, rows = [], []
+    records, unreadable = [], []
     for item in read_records(path):
-        if isinstance(item, ReadReject):
-            rows.append(["rejected", "", "read", f"{item.reason} ({item.source})", reason_kind(item.reason),
-                         item.raw[:SNIPPET], "", {}, [], [], None])
-        else:
-            records.append(item)
-            rows.append(_row(item, "kept"))
+        (unreadable if isinstance(item, ReadReject) else records).append(item)
+    browse = _sample_step(len(records) + len(unreadable), BROWSE_LIMIT)
+    rows = [_row(r, "kept") for r in records if _sampled(r["id"], browse)]
+    rows += [["rejected", "", "read", f"{item.reason} ({item.source})", reason_kind(item.reason), item.raw[:SNIPPET],
+              "", {}, [], [], None] for item in unreadable if _sampled(item.raw, browse)]
     unit, count = _length_unit()
     step = _sample_step(len(records))
     ins, resp, categories = _lengths_and_categories(records, count, step)
@@ -243,5 +264,7 @@ def write_dataset_report(path: str | Path, target: str | Path, stats: dict) -> P
             + "".join(c for c in charts if c) + "</div>")
     data = {"fields": FIELDS, "records": rows, "steps": [], "reasons": sorted({r[4] for r in rows if r[4]}),
             "scores": score_names}
-    Path(target).write_text(_page(f"dataflywheel inspect: {Path(path).name}", str(path), body, data), encoding="utf-8")
+    note = _browse_note(browse, len(rows), len(records) + len(unreadable))
+    Path(target).write_text(_page(f"dataflywheel inspect: {Path(path).name}", str(path), body, data, note),
+                            encoding="utf-8")
     return Path(target)
