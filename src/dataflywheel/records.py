@@ -147,7 +147,8 @@ def turn_order_problem(record: dict) -> str | None:
     return None
 
 
-def _last_index(messages: list[dict], role: str) -> int | None:
+def last_index(messages: list[dict], role: str) -> int | None:
+    """Position of the last turn with this role (None when there is none)."""
     for i in range(len(messages) - 1, -1, -1):
         if messages[i]["role"] == role:
             return i
@@ -157,9 +158,9 @@ def _last_index(messages: list[dict], role: str) -> int | None:
 def instruction_text(record: dict) -> str:
     """The last user turn (the instruction the response answers)."""
     messages = record["messages"]
-    last = _last_index(messages, "assistant")
+    last = last_index(messages, "assistant")
     end = len(messages) if is_preference(record) or last is None else last
-    i = _last_index(messages[:end], "user")
+    i = last_index(messages[:end], "user")
     return messages[i]["content"] if i is not None else ""
 
 
@@ -167,7 +168,7 @@ def response_text(record: dict) -> str:
     """The final assistant turn (``chosen`` for a preference record)."""
     if is_preference(record):
         return record["chosen"]["content"]
-    i = _last_index(record["messages"], "assistant")
+    i = last_index(record["messages"], "assistant")
     return record["messages"][i]["content"] if i is not None else ""
 
 
@@ -175,7 +176,7 @@ def prompt_turns(record: dict) -> list[dict]:
     """The turns before the final response (all of ``messages`` for a preference record)."""
     if is_preference(record):
         return list(record["messages"])
-    i = _last_index(record["messages"], "assistant")
+    i = last_index(record["messages"], "assistant")
     return list(record["messages"][:i]) if i is not None else list(record["messages"])
 
 

@@ -1,6 +1,8 @@
 """Operator kinds. An operator is a small class with a pydantic ``Config`` and one job.
 
-- Mapper: record -> record (the executor records lineage when the text changes).
+- Mapper: record -> record (the executor records lineage when the text changes); a mapper may also return
+  a ``Candidate`` (the new record plus details for its lineage entry) or a ``Rejected`` (drop the record,
+  with the reason).
 - Filter: record -> None (keep) or a reason string (reject).
 - Scorer: batch of records -> one float per record, stored as ``scores[score_name]``.
 - Selector: the whole dataset -> which records to drop (with reasons) and meta notes for the rest.

@@ -67,8 +67,9 @@ def apply_filter(op: Filter, batch: list[dict]) -> list[Item]:
     return items
 
 
-def with_mapper_lineage(before: dict, after: dict, op: Operator, step: str) -> dict:
-    """``after`` validated, with its new id and a lineage entry naming ``before`` when the text changed."""
+def with_mapper_lineage(before: dict, after: dict, op: Operator, step: str, details: dict | None = None) -> dict:
+    """``after`` validated, with its new id and a lineage entry naming ``before`` when the text changed
+    (``details``: what the operator says about the change, e.g. the original text and the judge's scores)."""
     after = {**after, "id": before["id"]}
     validate_record({k: v for k, v in after.items() if k != "id"})
     new_id = record_id(after)
@@ -77,20 +78,29 @@ def with_mapper_lineage(before: dict, after: dict, op: Operator, step: str) -> d
     entry = {"op": op.name, "step": step, "kind": "mapper", "parents": [before["id"]]}
     if op.model_roles:
         entry["models"] = op.model_roles
+    entry.update(details or {})
     return {**after, "id": new_id, "lineage": list(after.get("lineage", [])) + [entry]}
 
 
 def apply_mapper(op: Mapper, step: str, batch: list[dict]) -> list[Item]:
+    """A mapper's results: a record (changed or not), a ``Candidate`` (the changed record with details for its
+    lineage entry) or a ``Rejected`` (the input record is rejected with that reason)."""
     items = []
     for i, (record, mapped) in enumerate(zip(batch, _per_record(op.map_batch, batch))):
         if isinstance(mapped, Exception):
             items.append(Item(record, i, _error_reason(op, mapped), error=True))
             continue
+        if isinstance(mapped, Rejected):
+            items.append(Item(mapped.record if mapped.record is not None else record, i, mapped.reason))
+            continue
+        details = None
+        if isinstance(mapped, Candidate):
+            mapped, details = mapped.record, mapped.details
         if mapped is record:
             items.append(Item(record, i))
             continue
         try:
-            items.append(Item(with_mapper_lineage(record, mapped, op, step), i))
+            items.append(Item(with_mapper_lineage(record, mapped, op, step, details), i))
         except RecordError as err:
             items.append(Item(record, i, f"{op.name} produced an invalid record: {err}", raw=_raw(mapped)))
     return items
