@@ -8,3 +8,5 @@ from dataflywheel.ops.score import ask_llm, deita, embedding_scores, ifd, judge,
 from dataflywheel.ops.synth import (evol_instruct, failure_prompts, grounded_qa, magpie,  # noqa: F401
                                     preference_pairs, self_instruct)
 from dataflywheel.ops.enhance import rewrite  # noqa: F401
+from dataflywheel.ops.enhance import noise  # noqa: F401
+from dataflywheel.ops.enhance import llm2llm  # noqa: F401
