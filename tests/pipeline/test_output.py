@@ -157,7 +157,33 @@ def test_a_final_step_that_stops_leaves_no_writer_and_no_partial_output(tmp_path
 
     with pytest.raises(FatalError, match="went away"):
         LocalExecutor(recipe, quiet=True).execute()
-    assert len(started) == 1 and started[0].poll() is not None  # fed two batches, then stopped
+    assert len(started) == 1 and started[0].process.poll() is not None  # fed two batches, then stopped
     assert not (tmp_path / "run" / "output.jsonl").exists()
     assert not list((tmp_path / "run").glob(".tmp-*"))
     assert __import__("json").loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "stopped"
+
+
+def test_a_fed_writer_that_fails_is_reported_at_commit(tmp_path, monkeypatch):
+    """The writer dies early (its directory is a file): feeding it stops quietly, commit names the error."""
+    import time
+
+    from dataflywheel.pipeline.output import OutputTee
+    from dataflywheel.records import dumps, make_record
+
+    monkeypatch.setattr(output_module, "PARALLEL_FROM", 1)
+    (tmp_path / "taken").write_text("a file where the output's directory should be")
+    target = tmp_path / "taken" / "out.jsonl"
+    tee = OutputTee(target, "auto", "jsonl", {})
+    text = dumps(make_record([{"role": "user", "content": "q " * 50}, {"role": "assistant", "content": "a"}]))
+    tee([text])
+    writer = tee._writer
+    writer.process.stdin.flush()
+    deadline = time.time() + 60
+    while writer.process.poll() is None and time.time() < deadline:  # it fails on opening its file
+        time.sleep(0.05)
+    assert writer.process.poll() is not None
+    tee([text] * 2000)  # a broken pipe now: not raised here, and the writer is not fed again
+    assert tee._closed
+    job = OutputJob(tmp_path / "unused.parquet", target, "auto", "jsonl", {}, writer=tee.writer())
+    with pytest.raises(OutputError, match="NotADirectoryError|FileExistsError"):
+        job.commit()

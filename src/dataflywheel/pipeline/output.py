@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -51,18 +52,40 @@ def write_lines(lines, target: str, fmt: str, file_type: str, options: dict) -> 
     return write_records((loads(line) for line in lines if line.strip()), tmp, fmt, file_type, **options)
 
 
-def _writer_process(mode: str, args: list, **popen) -> subprocess.Popen:
-    """A fresh interpreter running this module (not multiprocessing), so a user's script needs no
-    ``if __name__ == "__main__"`` guard and no parent thread or lock is inherited."""
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    return subprocess.Popen([sys.executable, "-m", "dataflywheel.pipeline.output", mode, json.dumps(args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **popen)
+class _Writer:
+    """A writer process: a fresh interpreter running this module (not multiprocessing), so a user's script
+    needs no ``if __name__ == "__main__"`` guard and no parent thread or lock is inherited. Its stderr goes
+    to a file, not a pipe: a writer fed through stdin that filled an unread stderr pipe would block, and
+    the run with it."""
+
+    def __init__(self, mode: str, args: list, **popen):
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
+                                                                          os.environ.get("PYTHONPATH")]))}
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen([sys.executable, "-m", "dataflywheel.pipeline.output", mode, json.dumps(args)],
+                                        stdout=subprocess.PIPE, stderr=self.log, env=env, **popen)
+
+    def wait(self) -> tuple[int, str, str]:
+        """(exit status, stdout, stderr) once the writer has finished (its stdin, if any, closed)."""
+        out, _ = self.process.communicate()
+        self.log.seek(0)
+        err = self.log.read().decode("utf-8", "replace")
+        self.log.close()
+        return self.process.returncode, out, err
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.communicate()
+        self.log.close()
 
 
-def _stop(process: subprocess.Popen, target: Path) -> None:
-    process.kill()
-    process.communicate()
+def _writer_process(mode: str, args: list, **popen) -> _Writer:
+    return _Writer(mode, args, **popen)
+
+
+def _stop(writer: _Writer, target: Path) -> None:
+    writer.kill()
     tmp = _tmp(target)
     shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
 
@@ -74,25 +97,24 @@ class OutputError(RuntimeError):
 class OutputJob:
     """The output file of a run, being written under a temporary name; ``commit()`` waits for it, moves it
     to its name and returns the record count (or raises what writing raised). Large outputs start writing
-    in a second process at once (or were written meanwhile by an ``OutputTee``: ``process``); small ones are
+    in a second process at once (or were written meanwhile by an ``OutputTee``: ``writer``); small ones are
     written by ``commit()``."""
 
     def __init__(self, checkpoint: Path, target: Path, fmt: str, file_type: str, options: dict, *,
-                 parallel: bool | None = None, process: subprocess.Popen | None = None):
+                 parallel: bool | None = None, writer: _Writer | None = None):
         self.target = target
         self._args = [str(checkpoint), str(target), fmt, file_type, options]
-        if parallel is None and process is None:
+        if parallel is None and writer is None:
             parallel = checkpoint_count(checkpoint) >= PARALLEL_FROM
-        self._process = process
-        if parallel and process is None:
-            self._process = _writer_process("checkpoint", self._args, text=True)
+        self._writer = writer
+        if parallel and writer is None:
+            self._writer = _writer_process("checkpoint", self._args, text=True)
 
     def commit(self) -> int:
-        if self._process is None:
+        if self._writer is None:
             count = write_output(*self._args)
         else:
-            out, err = self._process.communicate()
-            code, self._process = self._process.returncode, None
+            (code, out, err), self._writer = self._writer.wait(), None
             if code != 0:
                 last = err.strip().splitlines()[-1] if err.strip() else f"exit status {code}"
                 raise OutputError(f"writing {self.target} failed: {last}")
@@ -104,9 +126,9 @@ class OutputJob:
 
     def cancel(self) -> None:
         """Stop writing (the run failed before the output was needed) and remove what was written."""
-        if self._process is not None:
-            _stop(self._process, self.target)
-            self._process = None
+        if self._writer is not None:
+            _stop(self._writer, self.target)
+            self._writer = None
 
 
 class OutputTee:
@@ -118,35 +140,35 @@ class OutputTee:
     def __init__(self, target: Path, fmt: str, file_type: str, options: dict):
         self._args = [str(target), fmt, file_type, options]
         self._held: list[str] = []
-        self._process: subprocess.Popen | None = None
+        self._writer: _Writer | None = None
         self._closed = False
 
     def __call__(self, texts: list[str]) -> None:
         if self._closed or not texts:
             return
-        if self._process is None:
+        if self._writer is None:
             self._held.extend(texts)
             if len(self._held) < PARALLEL_FROM:
                 return
-            self._process = _writer_process("lines", self._args, stdin=subprocess.PIPE, text=True,
+            self._writer = _writer_process("lines", self._args, stdin=subprocess.PIPE, text=True,
                                             encoding="utf-8")
             texts, self._held = self._held, []
         try:
-            self._process.stdin.write("\n".join(texts) + "\n")
+            self._writer.process.stdin.write("\n".join(texts) + "\n")
         except BrokenPipeError:  # the writer failed: its error comes out of commit()
             self._closed = True
 
-    def process(self) -> subprocess.Popen | None:
-        """The writing process, fed everything (None when the output was too small to start one)."""
+    def writer(self) -> _Writer | None:
+        """The writer, fed everything (None when the output was too small to start one)."""
         self._closed, self._held = True, []
-        return self._process
+        return self._writer
 
     def cancel(self) -> None:
         """Stop writing (the step failed or was interrupted) and remove what was written."""
         self._closed, self._held = True, []
-        if self._process is not None:
-            _stop(self._process, Path(self._args[0]))
-            self._process = None
+        if self._writer is not None:
+            _stop(self._writer, Path(self._args[0]))
+            self._writer = None
 
 
 if __name__ == "__main__":

@@ -210,9 +210,9 @@ class Run:
         A large output is written in a second process while this one checks and builds the report."""
         last = self.checkpoint_of(plan[-1])
         target, *spec = self._output_spec()
-        fed = self._tee.process() if self._tee is not None else None  # None: the final step ran earlier, or small
+        fed = self._tee.writer() if self._tee is not None else None  # None: the final step ran earlier, or small
         self._tee = None
-        output = OutputJob(last, target, *spec, process=fed)
+        output = OutputJob(last, target, *spec, writer=fed)
         try:
             generated = sum(s.get("generated", 0) for s in self.manifest["steps"])
             problems = account(self.dir, last, self.checkpoint_of(plan[0]), generated)

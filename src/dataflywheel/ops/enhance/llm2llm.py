@@ -74,6 +74,10 @@ class LLM2LLM(Generator):
                 self.counters["records without an answer skipped"] += 1
             else:
                 seeds.append(r)
+        if not hasattr(self, "_questions"):
+            self._questions = RougePool()  # every question seen or written in this step (the paper's filter)
+        for r in records:
+            self._questions.add(instruction_text(r))
         if not seeds:
             return
         values = self._failure_values(seeds)
@@ -81,10 +85,6 @@ class LLM2LLM(Generator):
         self.counters["failing records"] += len(failing)
         if not failing:
             return
-        if not hasattr(self, "_questions"):
-            self._questions = RougePool()  # every question seen or written in this step (the paper's filter)
-        for r in records:
-            self._questions.add(instruction_text(r))
         teacher = self.context.models.llm(cfg.teacher_model)
         asked = [[{"role": "user", "content": render_file(PROMPTS / "llm2llm_teacher.txt", instruction=instruction_text(r),
                                                           response=response_text(r), count=cfg.per_failure)}]
