@@ -87,3 +87,8 @@ def test_a_copied_question_is_dropped_as_the_paper_does():
 def test_teacher_examples_are_parsed_from_question_answer_blocks():
     text = "Sure!\nQuestion: What is 4 * 4?\nAnswer: 16.\n\nQuestion: Name a prime.\nAnswer: 7\nHope this helps."
     assert parse_examples(text) == [("What is 4 * 4?", "16."), ("Name a prime.", "7\nHope this helps.")]
+    # the bundled model's rambling: a 'Question:' line that the next 'Question:' replaces before any answer
+    rambling = "Question: yes, it is possible to help me answer it!\nSolution:\nQuestion: What is this jewelry?\n" \
+               "Answer: It is a human hair."
+    assert parse_examples(rambling) == [("What is this jewelry?", "It is a human hair.")]
+    assert parse_examples("Here is a complete and correct list of the solution to the example:\n1. Jack") == []

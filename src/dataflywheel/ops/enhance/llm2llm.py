@@ -29,7 +29,10 @@ from dataflywheel.prompts import render_file
 from dataflywheel.records import instruction_text, is_preference, last_index, prompt_turns, response_text
 
 PROMPTS = Path(__file__).with_name("prompts")
-_PAIR = re.compile(r"question\W*:\s*(.+?)\n\W*answer\W*:\s*(.+?)(?=\n\W*question\W*:|\Z)", re.IGNORECASE | re.DOTALL)
+_QUESTION = r"\W*question\W*:"
+_PAIR = re.compile(rf"{_QUESTION}\s*((?:(?!\n{_QUESTION}).)+?)\n\W*answer\W*:\s*(.+?)(?=\n{_QUESTION}|\Z)",
+                   re.IGNORECASE | re.DOTALL)
+"""A 'Question: ... Answer: ...' block; of several 'Question:' lines before an answer, the last one."""
 
 
 def parse_examples(text: str) -> list[tuple[str, str]]:
