@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -278,19 +279,27 @@ def convert(
     try:
         if to in LAYOUTS:
             written = write_layout(good(), target, to, name, preference=preference)
-            message = (f"wrote {written['records']} {written['kind']} records to {written['data']} "
-                       f"and {written['config']}")
+            count = written["records"]
+            message = (f"wrote {count} {written['kind']} records to {written['data']} and {written['config']}")
         else:
             count = write_records(good(), target, to, file_type, preference=preference)
             message = f"wrote {count} records to {target}" + (" (pairs as two rows)" if preference == "both" else "")
     except (FileNotFoundError, ValueError, RecordError) as e:
         _fail(f"{e}\nnothing was written to {target}")
-    out.print(message, highlight=False)
+    if count == 0:  # an empty output would pass for a result: remove it and say why
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    else:
+        out.print(message, highlight=False)
     if bad:
         beside = target / f"{name}.rejects.jsonl" if to in LAYOUTS else target.with_name(f"{target.name}.rejects.jsonl")
         path = rejects or beside
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_rows(bad, path, "jsonl")
         err.print(f"{len(bad)} unreadable rows (with line and reason) in {path}", highlight=False)
+    if count == 0:
+        _fail(f"nothing usable in {source}: all {len(bad)} rows were unreadable (first, at {bad[0]['source']}: "
+              f"{bad[0]['reason']}); nothing was written to {target}" if bad else
+              f"{source} holds no records; nothing was written to {target}", code=1)
 
 
 def _stats_table(stats: dict) -> Table:

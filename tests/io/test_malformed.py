@@ -3,9 +3,10 @@
 import json
 
 import pyarrow.parquet as pq
+import pytest
 
 from dataflywheel.io import ReadReject, read_records
-from dataflywheel.pipeline import LocalExecutor, parse_recipe
+from dataflywheel.pipeline import LocalExecutor, RunError, parse_recipe
 
 GOOD = {"instruction": "Name a fruit.", "input": "", "output": "An apple."}
 
@@ -73,10 +74,9 @@ def test_run_completes_and_keeps_every_bad_row(tmp_path):
     assert json.loads(raw_of_missing) == {"input": "x", "output": "no instruction"}
 
 
-def test_empty_file_runs_to_an_empty_output(tmp_path):
+def test_an_empty_file_fails_the_run_with_the_reason(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    executor, manifest = run_recipe(tmp_path, empty, [{"op": "select.exact_dedup"}])
-    assert manifest["status"] == "finished"
-    assert manifest["totals"]["read"] == 0
-    assert (executor.run_dir.root / "output.jsonl").read_text() == ""
+    with pytest.raises(RunError, match="holds no records"):
+        run_recipe(tmp_path, empty, [{"op": "select.exact_dedup"}])
+    assert not (tmp_path / "run" / "output.jsonl").exists()

@@ -139,3 +139,13 @@ def test_preset_keeps_a_real_code_instruction_set():
     rejected = [r for r in reasons if r]
     assert len(rejected) < 0.05 * len(rows)
     assert sum(r.startswith(("broken", "language", "refusal")) for r in rejected) < 0.02 * len(rows)
+
+
+def test_a_confidence_just_under_the_bar_never_reads_as_equal_to_it(monkeypatch):
+    from dataflywheel.ops.select import language_filter
+
+    monkeypatch.setattr(language_filter, "detect_language", lambda text: ("en", 0.6499))
+    op = get_operator("select.language_filter")()
+    reason = op.reject_reason(make_record([{"role": "user", "content": "x"},
+                                           {"role": "assistant", "content": "An answer long enough to be judged."}]))
+    assert reason == "language en only at confidence 0.64 < 0.65"

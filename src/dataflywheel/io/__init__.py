@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from dataflywheel.io.fields import FIELD_NAMES, apply_fields, check_fields, parse_fields
-from dataflywheel.io.files import FILE_TYPES, columnar_row, columns_of, detect_file_type, iter_rows, write_rows
+from dataflywheel.io.files import (FILE_TYPES, columnar_row, columns_of, detect_file_type, iter_rows, writable,
+                                  write_rows)
 from dataflywheel.io.formats import FORMATS, PREFERENCE_CHOICES, READ_FORMATS
 from dataflywheel.io.readers import detect_format, row_to_record
 from dataflywheel.io.reserved import restore_reserved, split_reserved
@@ -34,9 +35,9 @@ def _raw_text(row: Any) -> str:
     if isinstance(row, RecordError):
         return ""
     try:
-        return json.dumps(row, ensure_ascii=False, default=str)[:10_000]
+        return writable(json.dumps(row, ensure_ascii=False, default=str)[:10_000])
     except (TypeError, ValueError):
-        return repr(row)[:10_000]
+        return writable(repr(row)[:10_000])
 
 
 def _checked(fmt: str | None, fields: dict | None) -> dict:
@@ -48,7 +49,7 @@ def _checked(fmt: str | None, fields: dict | None) -> dict:
 def _convert(rows: Iterable[tuple[str, Any]], fmt: str | None, fields: dict) -> Iterator[dict | ReadReject]:
     for source, row in rows:
         if isinstance(row, RecordError):
-            yield ReadReject(source, str(row), "")
+            yield ReadReject(source, str(row), getattr(row, "raw", ""))
             continue
         try:
             kept_row, kept = split_reserved(row)

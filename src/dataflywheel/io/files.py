@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import sys
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -28,6 +29,60 @@ WRITE_TYPES = ("jsonl", "json", "parquet", "csv", "hf")
 NESTED_CSV_COLUMNS = ("messages", "conversations", "chosen", "rejected", "prompt", "scores", "meta", "lineage")
 
 Row = tuple[str, "dict | RecordError"]
+RAW_LIMIT = 100_000
+"""Characters of an unreadable row's text kept with its reject."""
+
+
+class UnreadableRow(RecordError):
+    """A row that could not be read; ``raw`` keeps its text (undecodable bytes as U+FFFD, lone surrogates
+    as ``\\udXXX`` escapes), so the user can see and fix it."""
+
+    def __init__(self, message: str, raw: str | bytes = ""):
+        super().__init__(message)
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8", "replace")
+        self.raw = writable(raw[:RAW_LIMIT])
+
+
+def writable(text: str) -> str:
+    """``text`` with lone surrogates (which no UTF-8 file can hold) written as ``\\udXXX`` escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8") if _LONE.search(text) else text
+
+
+_LONE = re.compile("[\ud800-\udfff]")
+_LONE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+"""A JSON escape of a surrogate code point (valid only as half of a pair)."""
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """Whether a parsed JSON value holds a string with an unpaired surrogate (e.g. from ``"\\ud800"``)."""
+    if isinstance(value, str):
+        return bool(_LONE.search(value))
+    if isinstance(value, dict):
+        return any(_lone_surrogate(k) or _lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_lone_surrogate(v) for v in value)
+    return False
+
+
+def _json_error(err: json.JSONDecodeError) -> str:
+    """'<what> at column N' (the line too when the text has several); the parser's own trailing 'at' dropped."""
+    at = f"column {err.colno}" if err.lineno == 1 else f"line {err.lineno} column {err.colno}"
+    return f"{err.msg.removesuffix(' at').rstrip(':')} at {at}"
+
+
+def _parse_json(text: str) -> Any:
+    """``loads(text)``; raises UnreadableRow when the text is not JSON or holds a lone surrogate escape."""
+    try:
+        value = loads(text)
+    except json.JSONDecodeError as err:
+        raise UnreadableRow(f"invalid JSON: {_json_error(err)}", text) from None
+    except RecursionError:
+        raise UnreadableRow("JSON nested too deeply to read (thousands of levels)", text) from None
+    if _LONE_ESCAPE.search(text) and _lone_surrogate(value):
+        raise UnreadableRow("a string holds a lone surrogate escape (such as \\ud800): not valid Unicode, so no "
+                            "output file could hold it", text)
+    return value
 
 
 def _is_hf_dir(path: Path) -> bool:
@@ -71,17 +126,23 @@ def _iter_jsonl(path: Path) -> Iterator[Row]:
     with _open_binary(path) as handle:
         for number, raw in enumerate(handle, start=1):
             where = f"{path.name}:{number}"
+            if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+                yield where, UnreadableRow("the file is UTF-16 (it starts with a UTF-16 byte order mark); JSONL must be "
+                                           "UTF-8: convert it first, e.g. iconv -f UTF-16 -t UTF-8", raw[:1000])
+                return
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                yield where, RecordError(f"invalid UTF-8 at byte {err.start} of the line")
+                yield where, UnreadableRow(f"invalid UTF-8 at byte {err.start} of the line", raw)
                 continue
+            if number == 1:
+                text = text.removeprefix("\ufeff")  # a byte order mark is not part of the first record
             if not text.strip():
                 continue
             try:
-                yield where, loads(text)
-            except json.JSONDecodeError as err:
-                yield where, RecordError(f"invalid JSON: {err.msg} at column {err.colno}")
+                yield where, _parse_json(text)
+            except UnreadableRow as err:
+                yield where, err
 
 
 def _iter_txt(path: Path) -> Iterator[Row]:
@@ -90,8 +151,10 @@ def _iter_txt(path: Path) -> Iterator[Row]:
             try:
                 text = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as err:
-                yield f"{path.name}:{number}", RecordError(f"invalid UTF-8 at byte {err.start} of the line")
+                yield f"{path.name}:{number}", UnreadableRow(f"invalid UTF-8 at byte {err.start} of the line", raw)
                 continue
+            if number == 1:
+                text = text.removeprefix("\ufeff")
             if text.strip():
                 yield f"{path.name}:{number}", {"text": text}
 
@@ -100,25 +163,36 @@ def _iter_json(path: Path) -> Iterator[Row]:
     with _open_binary(path) as handle:
         data = handle.read()
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        yield f"{path.name}:byte {err.start}", RecordError(f"invalid UTF-8 at byte {err.start}; the JSON file cannot be read")
+        yield f"{path.name}:byte {err.start}", UnreadableRow(
+            f"invalid UTF-8 at byte {err.start}; the JSON file cannot be read", data[max(0, err.start - 200):err.start + 200])
         return
     if not text.strip():
         return
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        yield f"{path.name}:{err.lineno}", RecordError(f"invalid JSON: {err.msg} at line {err.lineno} column {err.colno}")
+        yield f"{path.name}:{err.lineno}", UnreadableRow(f"invalid JSON: {_json_error(err)}",
+                                                         text[max(0, err.pos - 500):err.pos + 500])
+        return
+    except RecursionError:
+        yield f"{path.name}:1", UnreadableRow("JSON nested too deeply to read (thousands of levels)", text[:1000])
         return
     if isinstance(value, dict):  # a single object, or {"data": [...]} style containers
         rows = value.get("data") if isinstance(value.get("data"), list) else [value]
     elif isinstance(value, list):
         rows = value
     else:
-        yield f"{path.name}:1", RecordError(f"a JSON file must hold an array of objects, got {type(value).__name__}")
+        yield f"{path.name}:1", UnreadableRow(f"a JSON file must hold an array of objects, got {type(value).__name__}",
+                                              text[:1000])
         return
     for index, row in enumerate(rows):
+        if _LONE_ESCAPE.search(text) and _lone_surrogate(row):
+            yield f"{path.name}[{index}]", UnreadableRow("a string holds a lone surrogate escape (such as \\ud800): not "
+                                                         "valid Unicode, so no output file could hold it",
+                                                         json.dumps(row, ensure_ascii=True))
+            continue
         yield f"{path.name}[{index}]", row
 
 
@@ -166,6 +240,14 @@ def _has_bad_bytes(row: dict) -> bool:
 _SURROGATE = re.compile("[\udc80-\udcff]")
 
 
+def _csv_text(row: dict) -> str:
+    """A CSV row as text again (cells past the header included; bad bytes as U+FFFD)."""
+    cells = [v for k, v in row.items() if k is not None] + list(row.get(None) or [])
+    out = io.StringIO()
+    csv.writer(out).writerow(cells)
+    return out.getvalue().rstrip("\r\n").encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _iter_csv(path: Path) -> Iterator[Row]:
     csv.field_size_limit(sys.maxsize)
     # surrogateescape keeps the stream going past bad bytes, so each bad row becomes its own reject
@@ -174,9 +256,9 @@ def _iter_csv(path: Path) -> Iterator[Row]:
         for row in reader:
             where = f"{path.name}:{reader.line_num}"
             if None in row:
-                yield where, RecordError("the row has more cells than the header")
+                yield where, UnreadableRow("the row has more cells than the header", _csv_text(row))
             elif _has_bad_bytes(row):
-                yield where, RecordError("invalid UTF-8 bytes in the row")
+                yield where, UnreadableRow("invalid UTF-8 bytes in the row", _csv_text(row))
             else:
                 try:
                     yield where, {k: _decode_cell(k, v) for k, v in row.items() if v is not None}
@@ -200,7 +282,7 @@ def _iter_hf(path: Path) -> Iterator[Row]:
 def _iter_dir(path: Path) -> Iterator[Row]:
     """Every data file of a directory in name order, each read by its own type (positions name the file)."""
     for file in data_files(path):
-        for where, row in ITERATORS[detect_file_type(file)](file):
+        for where, row in _guarded(file, ITERATORS[detect_file_type(file)](file)):
             yield f"{path.name}/{where}", row
 
 
@@ -216,7 +298,21 @@ def iter_rows(path: str | Path, file_type: str | None = None) -> Iterator[Row]:
     kind = file_type or detect_file_type(path)
     if kind not in ITERATORS:
         raise ValueError(f"unknown file type {kind!r}; use one of {', '.join(FILE_TYPES)}")
-    yield from ITERATORS[kind](path)
+    yield from _guarded(path, ITERATORS[kind](path)) if kind != "dir" else ITERATORS[kind](path)
+
+
+def _guarded(path: Path, rows: Iterator[Row]) -> Iterator[Row]:
+    """``rows``, ending in one unreadable row that names the file and position when a compressed file is
+    truncated or damaged (what was read before that point stands)."""
+    last = None
+    try:
+        for where, row in rows:
+            last = where
+            yield where, row
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        after = f"after {last}" if last else "before its first row"
+        yield (f"{last} (end)" if last else path.name), UnreadableRow(
+            f"truncated or damaged compressed file: nothing {after} can be read ({err})")
 
 
 def _remove(path: Path) -> None:

@@ -23,7 +23,7 @@ from dataflywheel.models.usage import Budget
 from dataflywheel.ops.base import OpContext, Operator
 from dataflywheel.pipeline.output import OutputJob, OutputTee, checkpoint_count
 from dataflywheel.pipeline.recipe import Recipe
-from dataflywheel.pipeline.run_dir import InvariantError, RunDir, account
+from dataflywheel.pipeline.run_dir import InvariantError, RunDir, account, read_table
 from dataflywheel.pipeline.step_writer import StepWriter
 
 READ_STEP = "read"
@@ -207,7 +207,9 @@ class Run:
     def finish(self, plan: list[Step], *, report: bool = True) -> dict:
         """Check the invariant, write the output and the report; return the manifest.
 
-        A large output is written in a second process while this one checks and builds the report."""
+        A large output is written in a second process while this one checks and builds the report. A run
+        that read no usable record and generated none fails, naming why the input was unusable."""
+        self._check_usable()
         last = self.checkpoint_of(plan[-1])
         target, *spec = self._output_spec()
         fed = self._tee.writer() if self._tee is not None else None  # None: the final step ran earlier, or small
@@ -244,6 +246,17 @@ class Run:
         self._note_budget()
         self.dir.write_manifest(self.manifest)
         return self.manifest
+
+    def _check_usable(self) -> None:
+        read = self.step_record(READ_STEP)
+        if read["out"] > 0 or any(s.get("generated", 0) for s in self.manifest["steps"]):
+            return
+        source = self.recipe.input.path if self.recipe.input else "the rows given"
+        if read["in"] == 0:
+            raise RunError(f"nothing to work on: {source} holds no records (an empty file?)")
+        first = read_table(self.dir.rejects(0, READ_STEP), columns=["reason", "source"]).slice(0, 1).to_pylist()[0]
+        raise RunError(f"nothing usable in {source}: all {read['in']} rows were rejected on reading (first, at "
+                       f"{first['source']}: {first['reason']}); every row and its reason is in {self.dir.rejected}")
 
     def close(self) -> None:
         close = getattr(self.models, "close", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections import Counter
@@ -46,6 +47,12 @@ def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
 
 def _table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays([_column([row[f.name] for row in rows], f.type) for f in schema], schema=schema)
+
+
+def reason_kind(reason: str) -> str:
+    """A reason with its record-specific parts (ids, numbers) removed, to group rejects."""
+    reason = re.sub(r"\b[0-9a-f]{20}\b", "<id>", reason)
+    return re.sub(r"(?<![\w-])-?\d+(\.\d+)?(?!\w)", "#", reason)  # numbers, not the 8 of 'UTF-8' or 'x86'
 
 
 class InvariantError(RuntimeError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import zlib
 from collections import Counter
 from html import escape
@@ -11,7 +10,7 @@ from pathlib import Path
 import orjson
 
 from dataflywheel.io import ReadReject, read_records
-from dataflywheel.pipeline.run_dir import RunDir, read_table
+from dataflywheel.pipeline.run_dir import RunDir, read_table, reason_kind
 from dataflywheel.records import instruction_text, loads, prompt_turns, response_text
 from dataflywheel.report.svg import bars, histogram, scatter
 from dataflywheel.text import word_count
@@ -21,12 +20,6 @@ FIELDS = ["status", "id", "step", "reason", "kind", "instruction", "response", "
           "rejected"]
 SNIPPET = 400
 CATEGORY_KEYS = ("category", "dataset", "task", "skill")
-
-
-def reason_kind(reason: str) -> str:
-    """A reason with its record-specific parts (ids, numbers) removed, to group rejects."""
-    reason = re.sub(r"\b[0-9a-f]{20}\b", "<id>", reason)
-    return re.sub(r"\d+(\.\d+)?", "#", reason)
 
 
 def _json_for_html(value) -> str:

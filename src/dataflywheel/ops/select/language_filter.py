@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 from pydantic import Field
@@ -68,5 +69,6 @@ class LanguageFilter(Filter):
             return f"language {language} (confidence {confidence:.2f}) is not one of {', '.join(cfg.languages)}"
         needed = cfg.min_confidence_with_code if code.strip() else cfg.min_confidence
         if confidence < needed:
-            return f"language {language} only at confidence {confidence:.2f} < {needed}"
+            shown = math.floor(confidence * 100) / 100  # rounded down: 0.6499 must not read as "0.65 < 0.65"
+            return f"language {language} only at confidence {shown:.2f} < {needed:g}"
         return None
