@@ -14,6 +14,7 @@ REQUIRED = {
     "select.score_range": {"score": "ifd", "max": 1.0},
     "select.top_k": {"scores": {"ifd": 1.0}, "count": 2},
 }
+REQUIRED["enhance.safety"] = {"method": "lexicon"}  # a filter whose judge would call the unreachable server below
 RECORD = make_record([{"role": "user", "content": "Name three colours, please."},
                       {"role": "assistant", "content": "Red, green and blue are three colours."}],
                      scores={"ifd": 0.5})

@@ -72,3 +72,17 @@ def test_sft_refuses_what_it_would_learn_wrongly(tmp_path, row, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         train(records, tmp_path, TrainConfig(method="auto"))
     assert not list(tmp_path.iterdir())
+
+
+def test_a_record_repeated_by_rebalancing_counts_that_many_times_in_training():
+    from dataflywheel.records import make_record
+    from dataflywheel.train.fit import dpo_rows, sft_rows
+
+    record = make_record([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], meta={"repeat": 3})
+    plain = make_record([{"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}])
+    assert len(sft_rows([record, plain])) == 4
+    pair = make_record([{"role": "user", "content": "q"}], chosen={"role": "assistant", "content": "good"},
+                       rejected={"role": "assistant", "content": "bad"}, meta={"repeat": 2})
+    assert len(dpo_rows([pair])) == 2
+    odd = make_record([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], meta={"repeat": "x"})
+    assert len(sft_rows([odd])) == 1

@@ -10,3 +10,6 @@ from dataflywheel.ops.synth import (evol_instruct, failure_prompts, grounded_qa,
 from dataflywheel.ops.enhance import rewrite  # noqa: F401
 from dataflywheel.ops.enhance import noise  # noqa: F401
 from dataflywheel.ops.enhance import llm2llm  # noqa: F401
+from dataflywheel.ops.enhance import pii  # noqa: F401
+from dataflywheel.ops.enhance import safety  # noqa: F401
+from dataflywheel.ops.enhance import rebalance  # noqa: F401

@@ -32,15 +32,22 @@ class TrainConfig(BaseModel):
     seed: int = 0
 
 
+def repeats(record: dict) -> int:
+    """How many times a record counts in training: ``meta.repeat`` (up-sampling by ``enhance.rebalance``), else 1."""
+    value = record.get("meta", {}).get("repeat", 1)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1
+
+
 def sft_rows(records: list[dict]) -> list[dict]:
-    """Conversational prompt-completion rows: the loss falls on the final assistant turn only."""
+    """Conversational prompt-completion rows (a record with ``meta.repeat`` k appears k times): the loss falls
+    on the final assistant turn only."""
     return [{"prompt": prompt_turns(r), "completion": [{"role": "assistant", "content": response_text(r)}]}
-            for r in records if not is_preference(r)]
+            for r in records if not is_preference(r) for _ in range(repeats(r))]
 
 
 def dpo_rows(records: list[dict]) -> list[dict]:
     return [{"prompt": r["messages"], "chosen": [r["chosen"]], "rejected": [r["rejected"]]}
-            for r in records if is_preference(r)]
+            for r in records if is_preference(r) for _ in range(repeats(r))]
 
 
 def _check_sft(records: list[dict]) -> None:
