@@ -244,8 +244,15 @@ def test_a_batch_only_mapper_that_fails_loses_only_the_failing_record(tmp_path):
     assert_accounted(executor, manifest)
 
 
-def test_a_generator_step_whose_input_is_all_rejected_finishes_empty(tmp_path):
+def test_a_generator_step_whose_input_is_all_rejected_completes_and_the_run_says_why_it_is_empty(tmp_path):
+    import json
+
+    from dataflywheel.pipeline import RunError
+
     rows = [{"question_without_known_format": "x"}]  # every row rejected at read: the generator sees nothing
-    executor, manifest, output, rejects = run(tmp_path, [{"op": "test.follow_ups"}], rows)
-    assert manifest["status"] == "finished" and output == [] and len(rejects) == 1
-    assert manifest["steps"][1]["in"] == manifest["steps"][1]["out"] == 0
+    with pytest.raises(RunError, match="nothing usable"):
+        run(tmp_path, [{"op": "test.follow_ups"}], rows)
+    manifest = json.loads(next(tmp_path.rglob("manifest.json")).read_text())
+    assert manifest["status"] == "failed"
+    step = next(s for s in manifest["steps"] if s["name"] != "read")
+    assert step["status"] == "done" and step["in"] == step["out"] == 0  # the empty step itself committed

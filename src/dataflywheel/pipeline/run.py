@@ -251,7 +251,9 @@ class Run:
         read = self.step_record(READ_STEP)
         if read["out"] > 0 or any(s.get("generated", 0) for s in self.manifest["steps"]):
             return
-        source = self.recipe.input.path if self.recipe.input else "the rows given"
+        if self.data is None and self.recipe.input is None:
+            raise RunError("nothing to work on: the recipe has no input and its steps generated nothing")
+        source = self.recipe.input.path if self.data is None else "the rows given"
         if read["in"] == 0:
             raise RunError(f"nothing to work on: {source} holds no records (an empty file?)")
         first = read_table(self.dir.rejects(0, READ_STEP), columns=["reason", "source"]).slice(0, 1).to_pylist()[0]
