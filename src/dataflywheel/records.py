@@ -180,6 +180,12 @@ def prompt_turns(record: dict) -> list[dict]:
     return list(record["messages"][:i]) if i is not None else list(record["messages"])
 
 
+def repeats(record: dict) -> int:
+    """How many times a record counts in training: ``meta.repeat`` (up-sampling by ``enhance.rebalance``), else 1."""
+    value = record.get("meta", {}).get("repeat", 1)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1
+
+
 def conversation_text(record: dict) -> str:
     """The prose of every turn joined, for operators that compare whole conversations (tool results and
     tool-call arguments are machine text, left out)."""

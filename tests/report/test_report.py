@@ -85,3 +85,14 @@ def test_a_large_run_browses_an_even_sample_and_says_so(report_run, tmp_path, mo
     full = (run_dir / "report.html").read_text()
     assert "browse-note" not in full
     assert len(json.loads(full.split('id="record-data">', 1)[1].split("</script>", 1)[0])["records"]) == total
+
+
+def test_categories_after_rebalancing_count_the_repeats(tmp_path):
+    from dataflywheel.pipeline import LocalExecutor, parse_recipe
+
+    recipe = parse_recipe({"input": {"path": str(EXAMPLE_DATA)}, "output": {"dir": str(tmp_path / "run")},
+                           "cache": "off", "steps": [{"op": "enhance.rebalance", "field": "meta.dataset",
+                                                      "target": "uniform", "size": 300}]})
+    LocalExecutor(recipe, quiet=True).execute()
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "kept, meta.repeat counted" in html

@@ -11,7 +11,7 @@ import orjson
 
 from dataflywheel.io import ReadReject, read_records
 from dataflywheel.pipeline.run_dir import RunDir, read_table, reason_kind
-from dataflywheel.records import instruction_text, loads, prompt_turns, response_text
+from dataflywheel.records import instruction_text, loads, prompt_turns, repeats, response_text
 from dataflywheel.report.svg import bars, histogram, scatter
 from dataflywheel.text import word_count
 
@@ -202,6 +202,10 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None, *, m
     a_ins, a_resp, _ = _lengths_and_categories(kept, count, step)
     a_cat = Counter(c for c in map(_category, browsed) if c is not None)
     b_cat = a_cat + Counter(c for c in map(_category, rejected_records) if c is not None)  # kept + rejected
+    weighted = Counter()  # kept, a record up-sampled by rebalancing (meta.repeat) counted as often as training will
+    for record in browsed:
+        if _category(record) is not None:
+            weighted[_category(record)] += repeats(record)
     sampled = f", 1 in {step} records" if step > 1 else ""
     charts.append(histogram({"read": b_ins, "kept": a_ins}, f"instruction length ({unit}{sampled})"))
     charts.append(histogram({"read": b_resp, "kept": a_resp}, f"response length ({unit}{sampled})"))
@@ -212,7 +216,8 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None, *, m
         charts.append(histogram({"scored": scored, "kept": [r["scores"][name] for r in browsed
                                                             if name in r["scores"]]}, f"score {name}{in_browser}"))
     if b_cat:
-        charts.append(bars({"in": dict(b_cat), "kept": dict(a_cat)}, f"categories{in_browser}"))
+        kept = {"kept": dict(a_cat)} if weighted == a_cat else {"kept, meta.repeat counted": dict(weighted)}
+        charts.append(bars({"in": dict(b_cat), **kept}, f"categories{in_browser}"))
     mapped = {"kept": [tuple(r["meta"]["map_2d"]) for r in browsed if "map_2d" in r.get("meta", {})],
               "dropped": [tuple(r["meta"]["map_2d"]) for r in rejected_records if "map_2d" in r.get("meta", {})]}
     embedding_map = scatter(mapped, "embedding map (PCA), kept vs dropped") if mapped["kept"] or mapped["dropped"] else \

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dataflywheel.records import is_preference, is_prompt_only, prompt_turns, response_text
+from dataflywheel.records import is_preference, is_prompt_only, prompt_turns, repeats, response_text
 
 
 class TrainConfig(BaseModel):
@@ -30,12 +30,6 @@ class TrainConfig(BaseModel):
     beta: float = 0.1
     """DPO temperature."""
     seed: int = 0
-
-
-def repeats(record: dict) -> int:
-    """How many times a record counts in training: ``meta.repeat`` (up-sampling by ``enhance.rebalance``), else 1."""
-    value = record.get("meta", {}).get("repeat", 1)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1
 
 
 def sft_rows(records: list[dict]) -> list[dict]:
