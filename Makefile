@@ -43,3 +43,8 @@ bench-peers: install
 	.venv-dj/bin/python -m pip install --quiet torch==2.13.0 py-data-juicer aiohttp
 	$(PYTHON) -m venv .venv-distilabel
 	.venv-distilabel/bin/python -m pip install --quiet 'distilabel[openai]' requests
+	$(PYTHON) -m venv .venv-presidio
+	.venv-presidio/bin/python -m pip install --quiet presidio-analyzer
+	$(PYTHON) -m venv .venv-llmlingua
+	.venv-llmlingua/bin/python -m pip install --quiet torch==2.13.0
+	.venv-llmlingua/bin/python -m pip install --quiet llmlingua 'transformers==4.46.3'

@@ -11,6 +11,7 @@ from tests.conftest import REPO
 RECIPES = sorted((REPO / "examples" / "recipes").glob("*.yaml"))
 USES_MODELS = {"clean.yaml", "select.yaml", "self_instruct.yaml", "preferences.yaml", "evol.yaml",
                "magpie.yaml", "grounded_qa.yaml", "enhance_models.yaml"}
+USES_MODELS.add("distill.yaml")
 MODEL_ROWS = 60
 """Input rows of a recipe that uses models (the full example files take minutes with the model on a CPU)."""
 

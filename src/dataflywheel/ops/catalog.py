@@ -7,9 +7,11 @@ from dataflywheel.ops.select import (alpaca_rules, exact_dedup, heuristic_filter
 from dataflywheel.ops.score import ask_llm, deita, embedding_scores, ifd, judge, perplexity  # noqa: F401
 from dataflywheel.ops.synth import (evol_instruct, failure_prompts, grounded_qa, magpie,  # noqa: F401
                                     preference_pairs, self_instruct)
+from dataflywheel.ops.enhance import pii  # noqa: F401
+from dataflywheel.ops.distill import compress  # noqa: F401
+from dataflywheel.ops.distill import coreset, rationale, teacher  # noqa: F401
+from dataflywheel.ops.enhance import safety  # noqa: F401
 from dataflywheel.ops.enhance import rewrite  # noqa: F401
 from dataflywheel.ops.enhance import noise  # noqa: F401
-from dataflywheel.ops.enhance import llm2llm  # noqa: F401
-from dataflywheel.ops.enhance import pii  # noqa: F401
-from dataflywheel.ops.enhance import safety  # noqa: F401
 from dataflywheel.ops.enhance import rebalance  # noqa: F401
+from dataflywheel.ops.enhance import llm2llm  # noqa: F401

@@ -1,0 +1,1 @@
+"""Distill: condense knowledge and text (teacher and rationale distillation, prompt compression, coresets)."""
