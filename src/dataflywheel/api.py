@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dataflywheel.pipeline.executor_local import LocalExecutor
-from dataflywheel.pipeline.recipe import Recipe, RecipeError, load_recipe, parse_recipe
+from dataflywheel.pipeline.recipe import Recipe, load_recipe, parse_recipe
 from dataflywheel.pipeline.run_dir import iter_checkpoint
 
 
@@ -42,14 +42,7 @@ def _recipe(recipe: Recipe | dict | str | Path, has_data: bool) -> Recipe:
         return recipe
     if isinstance(recipe, dict):
         return parse_recipe(recipe, "recipe", allow_no_input=has_data)
-    if has_data:
-        import yaml
-
-        path = Path(recipe)
-        if not path.exists():
-            raise RecipeError(f"recipe not found: {path}")
-        return parse_recipe(yaml.safe_load(path.read_text(encoding="utf-8")), str(path), allow_no_input=True)
-    return load_recipe(recipe)
+    return load_recipe(recipe, allow_no_input=has_data)
 
 
 def _is_dataset(data: Any) -> bool:

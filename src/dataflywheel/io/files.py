@@ -26,7 +26,8 @@ from dataflywheel.records import RecordError, dumps, loads
 FILE_TYPES = ("jsonl", "json", "parquet", "csv", "txt", "hf")
 WRITE_TYPES = ("jsonl", "json", "parquet", "csv", "hf")
 # Columns that hold nested values; CSV cells carry them as JSON text.
-NESTED_CSV_COLUMNS = ("messages", "conversations", "chosen", "rejected", "prompt", "scores", "meta", "lineage")
+NESTED_CSV_COLUMNS = ("messages", "conversations", "chosen", "rejected", "prompt", "completion", "history", "tools",
+                      "scores", "meta", "lineage")
 
 Row = tuple[str, "dict | RecordError"]
 RAW_LIMIT = 100_000
@@ -227,9 +228,28 @@ def columnar_row(row: dict) -> dict:
     return row
 
 
+EMPTY_IS_ABSENT = ("id", "scores", "lineage", "meta", "history", "tools", "messages", "conversations")
+"""Columns where an empty cell is a row that lacks the field (CSV has no null; no text of these is empty)."""
+
+
+def _encode_cell(key: str, value: Any) -> Any:
+    """Nested values as JSON text; in a nested column, text that would read as JSON is written as a JSON string."""
+    looks_like_json = key in NESTED_CSV_COLUMNS and isinstance(value, str) and value[:1] in _JSON_START
+    if isinstance(value, (list, dict)) or looks_like_json:
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+_JSON_START = ("[", "{", '"')
+
+
 def _decode_cell(key: str, cell: str) -> Any:
-    if key in NESTED_CSV_COLUMNS and cell[:1] in "[{":
-        return json.loads(cell)
+    """A cell's value: JSON in a nested column (text that is not JSON, from a file we did not write, stays text)."""
+    if key in NESTED_CSV_COLUMNS and cell[:1] in _JSON_START:
+        try:
+            return json.loads(cell)
+        except json.JSONDecodeError:
+            return cell
     return cell
 
 
@@ -260,10 +280,8 @@ def _iter_csv(path: Path) -> Iterator[Row]:
             elif _has_bad_bytes(row):
                 yield where, UnreadableRow("invalid UTF-8 bytes in the row", _csv_text(row))
             else:
-                try:
-                    yield where, {k: _decode_cell(k, v) for k, v in row.items() if v is not None}
-                except json.JSONDecodeError as err:
-                    yield where, RecordError(f"invalid JSON in a nested cell: {err.msg}")
+                yield where, {k: _decode_cell(k, v) for k, v in row.items()
+                              if v is not None and not (v == "" and k in EMPTY_IS_ABSENT)}
 
 
 def _iter_hf(path: Path) -> Iterator[Row]:
@@ -365,8 +383,10 @@ def _write(rows: Iterable[dict], path: Path, kind: str, *, gzipped: bool) -> int
                 count += 1
         return count
     rows = list(rows) if kind == "json" else [columnar_row(r) for r in rows]
+    opener = gzip.open if gzipped else open  # .json.gz and .csv.gz are compressed as their names say
     if kind == "json":
-        path.write_text(json.dumps(rows, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        with opener(path, "wt", encoding="utf-8") as handle:
+            handle.write(json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
     elif kind == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -374,12 +394,11 @@ def _write(rows: Iterable[dict], path: Path, kind: str, *, gzipped: bool) -> int
         pq.write_table(pa.Table.from_pydict(columns_of(rows)), path)
     elif kind == "csv":
         columns = list(dict.fromkeys(k for row in rows for k in row))
-        with open(path, "w", encoding="utf-8", newline="") as handle:
+        with opener(path, "wt", encoding="utf-8", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             for row in rows:
-                writer.writerow({k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v
-                                 for k, v in row.items()})
+                writer.writerow({k: _encode_cell(k, v) for k, v in row.items()})
     else:
         from datasets import Dataset
 

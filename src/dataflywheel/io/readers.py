@@ -195,6 +195,8 @@ def _from_completion(row: dict) -> dict:
 
 def _from_kto(row: dict) -> dict:
     _require(row, "prompt", "completion", "label")
+    if isinstance(row["label"], str) and row["label"].lower() in ("true", "false"):  # a CSV cell is text
+        row = {**row, "label": row["label"].lower() == "true"}
     if not isinstance(row["label"], bool):
         raise RecordError(f"field 'label' must be true or false, got {type(row['label']).__name__}")
     return _from_completion(row)

@@ -172,6 +172,11 @@ class OpenAIClient:
     def _delay(self, attempt: int) -> float:
         return min(self.max_backoff, self.backoff * (2 ** attempt)) * random.uniform(0.5, 1.5)
 
+    def _shown(self, response: httpx.Response) -> str:
+        """The server's answer for a message, with the API key masked (some servers echo the key they refuse)."""
+        key = os.environ.get(self.api_key_env)
+        return response.text.replace(key, "***") if key else response.text
+
     def _failed(self, message: str) -> Exception:
         """A request failed for good: its own error, or a fatal one once too many failed in a row."""
         self._consecutive += 1
@@ -220,17 +225,18 @@ class OpenAIClient:
                     self.usage.set_gauges(int(rt.limit.limit), rt.limit.lowest)
             if response is not None:
                 status = response.status_code
+                shown = self._shown(response) if status >= 300 else ""
                 if probe and status >= 400 and status not in (401, 403, 429) and \
                         (status < 500 or probe in response.text):
-                    raise FeatureRefused(f"{url} refused {probe}: HTTP {status}: {response.text[:300]}")
+                    raise FeatureRefused(f"{url} refused {probe}: HTTP {status}: {shown[:300]}")
                 if status in (401, 403):
                     raise ModelAuthError(
-                        f"{url} answered HTTP {status} ({response.text[:200]}): set a valid API key in the environment "
+                        f"{url} answered HTTP {status} ({shown[:200]}): set a valid API key in the environment "
                         f"variable {self.api_key_env} (it is {'set' if os.environ.get(self.api_key_env) else 'unset'}), "
                         "then continue with `flywheel run --resume`")
                 if status == 404:
                     raise ModelUnavailableError(
-                        f"{url} answered HTTP 404 ({response.text[:200]}): check base_url and the model name, then "
+                        f"{url} answered HTTP 404 ({shown[:200]}): check base_url and the model name, then "
                         "continue with `flywheel run --resume`")
                 if status == 429:
                     self._count(rate_limited=1)
@@ -244,9 +250,9 @@ class OpenAIClient:
                     self._count(retries=1)
                     continue  # rate limits do not use up max_retries; the limit and Retry-After pace them
                 if status in RETRY_STATUS:
-                    last, down = f"HTTP {status}: {response.text[:200]}", status in DOWN_STATUS
+                    last, down = f"HTTP {status}: {shown[:200]}", status in DOWN_STATUS
                 elif status >= 400:
-                    raise self._failed(f"{url} answered HTTP {status}: {response.text[:500]}")
+                    raise self._failed(f"{url} answered HTTP {status}: {shown[:500]}")
                 else:
                     try:
                         data = response.json()

@@ -6,7 +6,7 @@ import functools
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dataflywheel.models.cache import CallCache
 from dataflywheel.models.cached import CachedEmbedder, CachedLLM
@@ -17,6 +17,7 @@ _SPEED_OPTIONS = {"batch_size", "batch_tokens", "threads", "concurrency", "max_c
                   "max_retries", "device", "show_progress", "api_key_env", "base_url", "backoff",
                   "gpu_memory_utilization", "max_consecutive_failures", "rate_limit_patience", "structured",
                   "server_n", "chat_template_from"}
+SECRET_OPTIONS = {"api_key", "apikey", "key", "token", "access_token", "secret", "password", "authorization"}
 DEFAULT_LLM = {"backend": "transformers", "model": "smollm2"}
 DEFAULT_EMBEDDER = {"backend": "sentence-transformers", "model": "minilm"}
 
@@ -39,6 +40,16 @@ class ModelSpec(BaseModel):
     model: str = "smollm2"
     options: dict[str, Any] = Field(default_factory=dict)
     price: Price | None = None
+
+    @field_validator("options")
+    @classmethod
+    def _no_secrets(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """A key written in a recipe would be copied to the manifest, the report and the call cache."""
+        secret = next((k for k in options if k.lower() in SECRET_OPTIONS), None)
+        if secret is not None:
+            raise ValueError(f"option {secret!r} would write a secret into the recipe and the run's files: put it "
+                             "in an environment variable and name the variable with api_key_env")
+        return options
 
     def cache_name(self) -> str:
         """Identity of the outputs: backend, endpoint, weights and the options that change answers (not speed

@@ -55,8 +55,9 @@ class InputSpec(_Strict):
 class OutputSpec(_Strict):
     dir: str = "runs/run"
     file: str = "output.jsonl"
-    """Output file in the run directory; its suffix picks the container (.jsonl[.gz], .json, .parquet, .csv;
-    no suffix: a Hugging Face dataset directory)."""
+    """Output file in the run directory (a relative name: no absolute path, no '..'; ``dir`` says where the run
+    goes); its suffix picks the container (.jsonl[.gz], .json[.gz], .parquet, .csv[.gz]; no suffix: a Hugging Face
+    dataset directory)."""
     format: Literal[("auto",) + FORMATS] = "auto"
     with_scores: bool = True
     with_meta: bool = True
@@ -71,6 +72,10 @@ class OutputSpec(_Strict):
     @field_validator("file")
     @classmethod
     def _known_container(cls, value: str) -> str:
+        path = Path(value)
+        if path.is_absolute() or ".." in path.parts or not path.parts:
+            raise ValueError(f"{value!r} is not a file inside the run directory: give a relative name such as "
+                             "output.jsonl, and choose where the run goes with output.dir (or --output)")
         try:
             detect_file_type_for_writing(Path(value))
         except RecordError as err:
@@ -154,6 +159,9 @@ def _parse_steps(raw_steps: Any, problems: list[str]) -> list[dict]:
             continue
         raw = dict(raw)
         op_name = raw.pop("op")
+        if not isinstance(op_name, str):
+            problems.append(f"step {number}: 'op' must be an operator name, got {op_name!r}")
+            continue
         label = f"step {number} ({op_name})"
         name = str(raw.pop("name", None) or op_name.split(".")[-1])
         if name in names:
@@ -165,7 +173,7 @@ def _parse_steps(raw_steps: Any, problems: list[str]) -> list[dict]:
             problems.append(f"{label}: {err.args[0]}")
             continue
         try:
-            cls.Config(**raw)
+            cls.Config.model_validate(raw)
         except ValidationError as err:
             problems.extend(f"{label}: {msg}" for msg in _field_errors(err))
             continue
@@ -185,13 +193,10 @@ def parse_recipe(data: Any, source: str = "recipe", *, allow_no_input: bool = Fa
         raise RecipeError(f"{source}: a recipe must be a mapping with input, output and steps")
     problems: list[str] = []
     data = dict(data)
-    try:
-        load_plugins(list(data.get("plugins") or []))
-    except (ImportError, TypeError) as err:
-        raise RecipeError(f"{source}: cannot import plugin: {err}") from err
+    _load_plugins(data.get("plugins"), source)
     steps = _parse_steps(data.pop("steps", []), problems)
     try:
-        recipe = Recipe(**data, steps=steps)
+        recipe = Recipe.model_validate({**data, "steps": steps})
     except ValidationError as err:
         problems.extend(f"recipe: {msg}" for msg in _field_errors(err))
         recipe = None
@@ -203,6 +208,19 @@ def parse_recipe(data: Any, source: str = "recipe", *, allow_no_input: bool = Fa
     if problems:
         raise RecipeError(f"{source}: " + ("\n  ".join([""] + problems) if len(problems) > 1 else problems[0]))
     return recipe
+
+
+def _load_plugins(plugins: Any, source: str) -> None:
+    """Import the modules a recipe lists (and only those); a plugin that fails to import is named."""
+    if plugins is None:
+        return
+    if not isinstance(plugins, list) or not all(isinstance(p, str) and p.strip() for p in plugins):
+        raise RecipeError(f"{source}: 'plugins' must be a list of module names, got {plugins!r}")
+    for module in plugins:
+        try:
+            load_plugins([module])
+        except Exception as err:  # anything a user's module raises while imported: named, with its cause chained
+            raise RecipeError(f"{source}: cannot import plugin {module!r}: {type(err).__name__}: {err}") from err
 
 
 PEEK = 1000
@@ -253,8 +271,8 @@ def _input_scores(recipe: Recipe) -> set[str] | None:
         return None
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a YAML recipe file."""
+def load_recipe(path: str | Path, *, allow_no_input: bool = False) -> Recipe:
+    """Read and validate a YAML recipe file (``yaml.safe_load``: no tag can build a Python object)."""
     path = Path(path)
     if not path.exists():
         raise RecipeError(f"recipe not found: {path}")
@@ -262,4 +280,4 @@ def load_recipe(path: str | Path) -> Recipe:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise RecipeError(f"{path}: invalid YAML: {err}") from err
-    return parse_recipe(data, str(path))
+    return parse_recipe(data, str(path), allow_no_input=allow_no_input)
