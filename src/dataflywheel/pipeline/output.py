@@ -1,15 +1,14 @@
-"""Write a run's output file, in a second process while the run goes on when the output is large.
+"""Write a run's output file from its final checkpoint, beside the report when the run is large.
 
-Converting and writing tens of thousands of records is CPU-bound Python. For a large output the file is
-written by a second interpreter: fed the final step's kept records while that step runs (``OutputTee``),
-or, when the final step did not run in this process (a resumed run, a generator's committed parts),
-reading the final checkpoint while this process checks the invariant and builds the report. Small
-outputs are written here at the end (starting a process would cost more than it saves).
+Converting and writing tens of thousands of records and building the report are both CPU-bound Python;
+for a large output the file is written in a second process while this one builds the report, so a run
+ends in the longer of the two instead of their sum. Small outputs are written here and now (starting a
+process would cost more than it saves). Feeding the writer during the final step instead was measured
+slower on 2 cores (the steps' own Parquet writer threads already use the second core).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -22,7 +21,6 @@ import pyarrow.parquet as pq
 
 from dataflywheel.io import write_records
 from dataflywheel.pipeline.run_dir import iter_checkpoint
-from dataflywheel.records import loads
 
 PARALLEL_FROM = 20_000
 """Outputs of at least this many records are written in a second process."""
@@ -45,29 +43,21 @@ def write_output(checkpoint: str, target: str, fmt: str, file_type: str, options
     return write_records(records, tmp, fmt, file_type, **options)
 
 
-def write_lines(lines, target: str, fmt: str, file_type: str, options: dict) -> int:
-    """Write records given as lines of JSON text (one record each) under a temporary name beside ``target``."""
-    tmp = _tmp(Path(target))
-    shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-    return write_records((loads(line) for line in lines if line.strip()), tmp, fmt, file_type, **options)
-
-
 class _Writer:
     """A writer process: a fresh interpreter running this module (not multiprocessing), so a user's script
     needs no ``if __name__ == "__main__"`` guard and no parent thread or lock is inherited. Its stderr goes
-    to a file, not a pipe: a writer fed through stdin that filled an unread stderr pipe would block, and
-    the run with it."""
+    to a file, not a pipe, so a writer with much to say can never block on it."""
 
-    def __init__(self, mode: str, args: list, **popen):
+    def __init__(self, args: list):
         package_root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
                                                                           os.environ.get("PYTHONPATH")]))}
         self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen([sys.executable, "-m", "dataflywheel.pipeline.output", mode, json.dumps(args)],
-                                        stdout=subprocess.PIPE, stderr=self.log, env=env, **popen)
+        self.process = subprocess.Popen([sys.executable, "-m", "dataflywheel.pipeline.output", json.dumps(args)],
+                                        stdout=subprocess.PIPE, stderr=self.log, env=env, text=True)
 
     def wait(self) -> tuple[int, str, str]:
-        """(exit status, stdout, stderr) once the writer has finished (its stdin, if any, closed)."""
+        """(exit status, stdout, stderr) once the writer has finished."""
         out, _ = self.process.communicate()
         self.log.seek(0)
         err = self.log.read().decode("utf-8", "replace")
@@ -78,10 +68,6 @@ class _Writer:
         self.process.kill()
         self.process.communicate()
         self.log.close()
-
-
-def _writer_process(mode: str, args: list, **popen) -> _Writer:
-    return _Writer(mode, args, **popen)
 
 
 def _stop(writer: _Writer, target: Path) -> None:
@@ -97,18 +83,15 @@ class OutputError(RuntimeError):
 class OutputJob:
     """The output file of a run, being written under a temporary name; ``commit()`` waits for it, moves it
     to its name and returns the record count (or raises what writing raised). Large outputs start writing
-    in a second process at once (or were written meanwhile by an ``OutputTee``: ``writer``); small ones are
-    written by ``commit()``."""
+    in a second process at once; small ones are written by ``commit()``."""
 
     def __init__(self, checkpoint: Path, target: Path, fmt: str, file_type: str, options: dict, *,
-                 parallel: bool | None = None, writer: _Writer | None = None):
+                 parallel: bool | None = None):
         self.target = target
         self._args = [str(checkpoint), str(target), fmt, file_type, options]
-        if parallel is None and writer is None:
+        if parallel is None:
             parallel = checkpoint_count(checkpoint) >= PARALLEL_FROM
-        self._writer = writer
-        if parallel and writer is None:
-            self._writer = _writer_process("checkpoint", self._args, text=True)
+        self._writer = _Writer(self._args) if parallel else None
 
     def commit(self) -> int:
         if self._writer is None:
@@ -131,49 +114,5 @@ class OutputJob:
             self._writer = None
 
 
-class OutputTee:
-    """The final step's kept records, fed (as the JSON text of its checkpoint rows) to a second process
-    that writes the output while the step runs. Nothing starts until ``PARALLEL_FROM`` records have come
-    (they are held until then): ``process()`` is None for a smaller output, written at the end as before.
-    A writer that died is not fed further; ``OutputJob.commit()`` reports its error."""
-
-    def __init__(self, target: Path, fmt: str, file_type: str, options: dict):
-        self._args = [str(target), fmt, file_type, options]
-        self._held: list[str] = []
-        self._writer: _Writer | None = None
-        self._closed = False
-
-    def __call__(self, texts: list[str]) -> None:
-        if self._closed or not texts:
-            return
-        if self._writer is None:
-            self._held.extend(texts)
-            if len(self._held) < PARALLEL_FROM:
-                return
-            self._writer = _writer_process("lines", self._args, stdin=subprocess.PIPE, text=True,
-                                            encoding="utf-8")
-            texts, self._held = self._held, []
-        try:
-            self._writer.process.stdin.write("\n".join(texts) + "\n")
-        except BrokenPipeError:  # the writer failed: its error comes out of commit()
-            self._closed = True
-
-    def writer(self) -> _Writer | None:
-        """The writer, fed everything (None when the output was too small to start one)."""
-        self._closed, self._held = True, []
-        return self._writer
-
-    def cancel(self) -> None:
-        """Stop writing (the step failed or was interrupted) and remove what was written."""
-        self._closed, self._held = True, []
-        if self._writer is not None:
-            _stop(self._writer, Path(self._args[0]))
-            self._writer = None
-
-
 if __name__ == "__main__":
-    mode, args = sys.argv[1], json.loads(sys.argv[2])
-    if mode == "lines":
-        print(write_lines(io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", newline="\n"), *args))
-    else:
-        print(write_output(*args))
+    print(write_output(*json.loads(sys.argv[1])))

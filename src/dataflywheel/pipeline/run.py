@@ -21,7 +21,7 @@ from dataflywheel.models.cache import CallCache
 from dataflywheel.models.registry import ModelRegistry
 from dataflywheel.models.usage import Budget
 from dataflywheel.ops.base import OpContext, Operator
-from dataflywheel.pipeline.output import OutputJob, OutputTee, checkpoint_count
+from dataflywheel.pipeline.output import OutputJob, checkpoint_count
 from dataflywheel.pipeline.recipe import Recipe
 from dataflywheel.pipeline.run_dir import InvariantError, RunDir, account, read_table
 from dataflywheel.pipeline.step_writer import StepWriter
@@ -77,8 +77,6 @@ class Run:
         self.manifest: dict = {}
         self._usage_before: dict = {}
         self._started = 0.0
-        self._final_step = -1
-        self._tee: OutputTee | None = None
 
     def _registry(self, spent: dict | None = None) -> ModelRegistry:
         limits = self.recipe.max_budget
@@ -122,7 +120,6 @@ class Run:
             raise RunError(f"cannot write to the run directory {self.dir.root}: {err.strerror or err}") from err
         done = {s["name"] for s in self.manifest["steps"] if s["status"] == "done"}
         operators = self.recipe.build_operators(self.context)
-        self._final_step = len(operators)
         return [Step(0, READ_STEP, None, READ_STEP in done)] + [
             Step(i, spec.name, op, spec.name in done)
             for i, (spec, op) in enumerate(zip(self.recipe.steps, operators), start=1)]
@@ -149,21 +146,12 @@ class Run:
     def begin_step(self, step: Step, *, parts: bool = False) -> StepWriter:
         self._usage_before[step.name] = self.models.usage()
         self._started = time.perf_counter()
-        writer = StepWriter(self.dir, step.index, step.name, parts=parts)
-        if step.index == self._final_step and not parts:  # the output is written while the final step runs
-            self._cancel_tee()
-            writer.tee = self._tee = OutputTee(*self._output_spec())
-        return writer
+        return StepWriter(self.dir, step.index, step.name, parts=parts)
 
     def _output_spec(self) -> tuple[Path, str, str, dict]:
         spec = self.recipe.output
         target = self.dir.root / spec.file
         return target, spec.format, detect_file_type_for_writing(target), spec.write_options()
-
-    def _cancel_tee(self) -> None:
-        if self._tee is not None:
-            self._tee.cancel()
-            self._tee = None
 
     def finish_step(self, step: Step, writer: StepWriter, seconds: float | None = None,
                     usage: dict | None = None) -> dict:
@@ -192,7 +180,6 @@ class Run:
 
     def fail(self, err: BaseException) -> None:
         """Record why the run stopped; ``--resume`` continues it (a plain re-run starts over)."""
-        self._cancel_tee()
         if not self.manifest:
             return
         stopped = isinstance(err, (FatalError, KeyboardInterrupt))
@@ -212,9 +199,7 @@ class Run:
         self._check_usable()
         last = self.checkpoint_of(plan[-1])
         target, *spec = self._output_spec()
-        fed = self._tee.writer() if self._tee is not None else None  # None: the final step ran earlier, or small
-        self._tee = None
-        output = OutputJob(last, target, *spec, writer=fed)
+        output = OutputJob(last, target, *spec)
         try:
             generated = sum(s.get("generated", 0) for s in self.manifest["steps"])
             problems = account(self.dir, last, self.checkpoint_of(plan[0]), generated)

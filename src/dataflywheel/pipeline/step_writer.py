@@ -40,8 +40,6 @@ class StepWriter:
         self._records: ParquetSink | None = None
         self._rejects: ParquetSink | None = None
         self._part_counts: Counter = Counter()
-        self.tee = None
-        """Called with the JSON text of each batch's kept records (the run's output being written meanwhile)."""
         if self.parts is not None:
             self._load_parts()
         else:
@@ -78,8 +76,6 @@ class StepWriter:
                                              raw=item.raw, error=item.error))
                 counts["rejected"] += int(origin is not None)
         self._watch_failures(items, len(rows), failed)
-        if self.tee is not None:
-            self.tee([text for _, _, text in kept])
         return kept
 
     def unreadable(self, reason: str, source: str, raw: str) -> None:
