@@ -1,7 +1,8 @@
 """A tiny OpenAI-shaped HTTP server on loopback that misbehaves on demand (401, 429, 500, hang, bad JSON, ...).
 
 Only for fault injection: real servers are tested in test_openai_server.py. Behaviour per request: ``rule(body)``
-if given and not None, else the next entry of ``script``, else "ok". Keep-alive (HTTP/1.1); it records every
+if given and not None, else the next entry of ``script``, else "ok"; "<status>:echo-key" answers that status with a
+body quoting the request's Authorization header. Keep-alive (HTTP/1.1); it records every
 request, the client connection it came on, and the most requests it had in flight at once."""
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ class FaultServer:
                     self.close_connection = True
                     return
                 name, _, arg = action.partition(":")
+                if arg == "echo-key":  # an error body quoting the Authorization header, as some servers do
+                    key = self.headers["Authorization"]
+                    quoted = json.dumps({"error": {"message": f"Incorrect API key provided: {key}"}})
+                    return self._send(int(name), quoted, {})
                 status, payload, headers = {
                     "ok": (200, None, {}),
                     "json": (200, None, {}),
@@ -80,6 +85,9 @@ class FaultServer:
                     payload = json.dumps({"choices": [{"index": i, "message": {"role": "assistant", "content": text},
                                                        "text": text} for i in range(count)],
                                           "usage": {"prompt_tokens": 3, "completion_tokens": count}})
+                self._send(status, payload, headers)
+
+            def _send(self, status: int, payload: str, headers: dict) -> None:
                 data = payload.encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

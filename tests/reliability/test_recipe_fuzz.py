@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from dataflywheel.pipeline.recipe import RecipeError, load_recipe, parse_recipe
 
-SETTINGS = settings(max_examples=80, deadline=None, database=None,
+SETTINGS = settings(max_examples=80, deadline=None, database=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 KEYS = ["input", "output", "models", "steps", "seed", "batch_size", "workers", "cache", "max_budget", "path",
         "format", "file_type", "fields", "dir", "file", "op", "name", "backend", "model", "options", "tokens", "cost",

@@ -5,9 +5,7 @@ import json
 import re
 import sqlite3
 import sys
-import threading
 from html.parser import HTMLParser
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -18,6 +16,7 @@ from dataflywheel.cli import app
 from dataflywheel.pipeline import LocalExecutor, parse_recipe
 from dataflywheel.pipeline.recipe import RecipeError, load_recipe
 from dataflywheel.prompts import render_file
+from tests.models.fault_server import FaultServer
 from tests.conftest import write_jsonl
 
 SRC = Path(__file__).parents[2] / "src" / "dataflywheel"
@@ -118,49 +117,11 @@ def test_the_run_directory_itself_may_be_anywhere_and_files_may_sit_in_subfolder
 # ---- API keys reach no file, cache, report, log or message ---------------------------------------------------
 
 
-class EchoServer:
-    """OpenAI-shaped loopback server. mode 'ok' answers "4 Good."; '401' and '500' answer with an error body
-    that echoes the Authorization header, as some real servers echo the key they refuse."""
-
-    def __init__(self, mode):
-        self.bodies, self.auth = [], []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.bodies.append(body)
-                server.auth.append(self.headers.get("Authorization"))
-                if mode == "ok":
-                    status, payload = 200, {"choices": [{"index": 0, "message": {"role": "assistant",
-                                                                                "content": "4 Good."}}],
-                                            "usage": {"prompt_tokens": 10, "completion_tokens": 2}}
-                else:
-                    status = int(mode)
-                    payload = {"error": {"message": f"Incorrect API key provided: {self.headers['Authorization']}"}}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self):
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def echo_server(mode: str) -> FaultServer:
+    """'ok' answers "4 Good."; '401' and '500' answer with an error body that quotes the key they were sent."""
+    if mode == "ok":
+        return FaultServer(answer=lambda body: "4 Good.")
+    return FaultServer(rule=lambda body: f"{mode}:echo-key")
 
 
 def files_text(path: Path) -> str:
@@ -192,10 +153,11 @@ def judge_recipe(tmp_path, server, max_retries=0):
 @pytest.mark.parametrize("mode", ["ok", "401", "500"])
 def test_an_api_key_reaches_no_file_and_no_message(tmp_path, monkeypatch, capfd, mode):
     monkeypatch.setenv("DFW_PLANTED_KEY", KEY)
-    with EchoServer(mode) as server:
+    with echo_server(mode) as server:
         result = runner.invoke(app, ["run", str(judge_recipe(tmp_path, server)), "-q"])
         report = runner.invoke(app, ["report", str(tmp_path / "run")])
-    assert server.auth and all(a == f"Bearer {KEY}" for a in server.auth)  # the key was sent, and only there
+    auth = [r["authorization"] for r in server.requests]
+    assert auth and all(a == f"Bearer {KEY}" for a in auth)  # the key was sent, and only there
     assert result.exit_code == {"ok": 0, "401": 1, "500": 0}[mode], result.output  # a 500 rejects the records
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.name == "manifest.json" for p in written) and any(p.suffix == ".sqlite" for p in written)
@@ -223,10 +185,10 @@ def test_a_key_written_into_a_recipe_is_refused(option):
 
 def test_record_text_reaches_the_model_verbatim(tmp_path, monkeypatch):
     monkeypatch.setenv("DFW_PLANTED_KEY", KEY)
-    with EchoServer("ok") as server:
+    with echo_server("ok") as server:
         result = runner.invoke(app, ["run", str(judge_recipe(tmp_path, server)), "-q"])
     assert result.exit_code == 0, result.output
-    prompts = [b["messages"][0]["content"] for b in server.bodies]
+    prompts = [r["body"]["messages"][0]["content"] for r in server.requests]
     hostile = [p for p in prompts if "Compute" in p]
     assert len(hostile) == 1 and HOSTILE in hostile[0] and "49" not in hostile[0].replace("It is 49.", "")
     assert "### Instruction:" in hostile[0]  # the operator's real template was rendered around it
