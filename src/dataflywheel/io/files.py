@@ -51,6 +51,8 @@ def writable(text: str) -> str:
 
 
 _LONE = re.compile("[\ud800-\udfff]")
+LONE_SURROGATE = ("a string holds a lone surrogate escape (such as \\ud800): not valid Unicode, so no output file "
+                  "could hold it")
 _LONE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 """A JSON escape of a surrogate code point (valid only as half of a pair)."""
 
@@ -81,8 +83,7 @@ def _parse_json(text: str) -> Any:
     except RecursionError:
         raise UnreadableRow("JSON nested too deeply to read (thousands of levels)", text) from None
     if _LONE_ESCAPE.search(text) and _lone_surrogate(value):
-        raise UnreadableRow("a string holds a lone surrogate escape (such as \\ud800): not valid Unicode, so no "
-                            "output file could hold it", text)
+        raise UnreadableRow(LONE_SURROGATE, text)
     return value
 
 
@@ -188,11 +189,10 @@ def _iter_json(path: Path) -> Iterator[Row]:
         yield f"{path.name}:1", UnreadableRow(f"a JSON file must hold an array of objects, got {type(value).__name__}",
                                               text[:1000])
         return
+    escapes = bool(_LONE_ESCAPE.search(text))  # once for the file: only then can a row hold a lone surrogate
     for index, row in enumerate(rows):
-        if _LONE_ESCAPE.search(text) and _lone_surrogate(row):
-            yield f"{path.name}[{index}]", UnreadableRow("a string holds a lone surrogate escape (such as \\ud800): not "
-                                                         "valid Unicode, so no output file could hold it",
-                                                         json.dumps(row, ensure_ascii=True))
+        if escapes and _lone_surrogate(row):
+            yield f"{path.name}[{index}]", UnreadableRow(LONE_SURROGATE, json.dumps(row, ensure_ascii=True))
             continue
         yield f"{path.name}[{index}]", row
 

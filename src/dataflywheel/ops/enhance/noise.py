@@ -106,7 +106,8 @@ class NoiseDetect(Mapper):
             for i in noisy:
                 out[i] = Rejected(self._why(scored[i]), record=scored[i])
         elif cfg.action == "relabel" and noisy:
-            clean = [i for i in todo if i not in set(noisy)]
+            flagged = set(noisy)
+            clean = [i for i in todo if i not in flagged]
             for i, decision in zip(noisy, self._relabel([scored[i] for i in noisy], [scored[i] for i in clean])):
                 out[i] = decision
         return out
@@ -165,7 +166,7 @@ class NoiseDetect(Mapper):
         finite = [e for e in entropies if e == e]
         median = statistics.median(finite) if finite else float("nan")
         out: list[Candidate | Rejected] = []
-        for record, label, entropy in zip(noisy, labels, entropies):
+        for record, label, entropy, near in zip(noisy, labels, entropies, examples):
             scored = {**record, "scores": {**record["scores"], "relabel_entropy": entropy}}
             if not label or not entropy <= median:
                 self.counters["noisy records whose relabel was unsure (rejected)"] += 1
@@ -177,7 +178,7 @@ class NoiseDetect(Mapper):
             messages[last_index(messages, "assistant")]["content"] = label
             out.append(Candidate({**scored, "messages": messages}, details={
                 "original": {"response": response_text(record)}, "noise_agreement": record["scores"]["noise_agreement"],
-                "context_examples": [e["id"] for e in examples[len(out)]]}))
+                "context_examples": [e["id"] for e in near]}))
         return out
 
     def _neighbours(self, noisy: list[dict], clean: list[dict]) -> list[list[dict]]:
