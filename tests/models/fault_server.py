@@ -2,7 +2,8 @@
 
 Only for fault injection: real servers are tested in test_openai_server.py. Behaviour per request: ``rule(body)``
 if given and not None, else the next entry of ``script``, else "ok"; "<status>:echo-key" answers that status with a
-body quoting the request's Authorization header. Keep-alive (HTTP/1.1); it records every
+body quoting the request's Authorization header; "drop" closes the connection unanswered, "truncated" sends half
+the answer's JSON, "empty" an empty completion, "slow:S" trickles the answer out over S seconds. Keep-alive (HTTP/1.1); it records every
 request, the client connection it came on, and the most requests it had in flight at once."""
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ class FaultServer:
                     time.sleep(3)
                     self.close_connection = True
                     return
+                if action == "drop":  # the connection closes with no answer at all
+                    self.close_connection = True
+                    return
                 name, _, arg = action.partition(":")
                 if arg == "echo-key":  # an error body quoting the Authorization header, as some servers do
                     key = self.headers["Authorization"]
@@ -78,16 +82,22 @@ class FaultServer:
                     "nochoices": (200, '{"object": "weird"}', {}),
                     "400": (400, '{"error": "unsupported parameter: top_logprobs"}', {}),
                     "nologprobs": (200, json.dumps({"choices": [{"index": 0, "text": "x", "logprobs": None}]}), {}),
+                    "empty": (200, None, {}),
+                    "truncated": (200, None, {}),
+                    "slow": (200, None, {}),
                 }[name]
                 if payload is None:
-                    text = arg if name == "json" else (answer(body) if answer else "fine")
+                    text = arg if name == "json" else "" if name == "empty" else (answer(body) if answer else "fine")
                     count = body.get("n", 1) if server_n else 1
                     payload = json.dumps({"choices": [{"index": i, "message": {"role": "assistant", "content": text},
                                                        "text": text} for i in range(count)],
                                           "usage": {"prompt_tokens": 3, "completion_tokens": count}})
-                self._send(status, payload, headers)
+                if name == "truncated":  # a complete HTTP answer whose JSON stops half way
+                    payload = payload[:len(payload) // 2]
+                self._send(status, payload, headers, seconds=float(arg or 1) if name == "slow" else 0.0)
 
-            def _send(self, status: int, payload: str, headers: dict) -> None:
+            def _send(self, status: int, payload: str, headers: dict, seconds: float = 0.0) -> None:
+                """The answer; with ``seconds``, its body trickles out in 10 pieces over that long."""
                 data = payload.encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -95,7 +105,17 @@ class FaultServer:
                 for k, v in headers.items():
                     self.send_header(k, v)
                 self.end_headers()
-                self.wfile.write(data)
+                if not seconds:
+                    self.wfile.write(data)
+                    return
+                step = max(1, len(data) // 10 + 1)
+                try:
+                    for start in range(0, len(data), step):
+                        self.wfile.write(data[start:start + step])
+                        self.wfile.flush()
+                        time.sleep(seconds / 10)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting: its timeout
+                    self.close_connection = True
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

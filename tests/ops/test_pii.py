@@ -137,7 +137,7 @@ def test_pii_steps_in_a_run(tmp_path):
     assert [r["messages"][0]["content"] for r in out] == ["My email is <EMAIL>", "Say hi", "Card <CREDIT_CARD> please"]
     assert out[0]["lineage"][-1]["op"] == "enhance.pii" and not out[1].get("lineage")
     step = manifest["steps"][-1]
-    assert step["warnings"] == {"redacted EMAIL": 1, "redacted CREDIT_CARD": 1, "records with PII": 2}
+    assert step["counters"] == {"redacted EMAIL": 1, "redacted CREDIT_CARD": 1, "records with PII": 2}
     (tmp_path / "reject").mkdir()
     _, manifest, out, rejects = run_steps(tmp_path / "reject", [{"op": "enhance.pii", "action": "reject"}], rows)
     assert len(out) == 1 and sorted(r["reason"] for r in rejects) == ["contains PII: CREDIT_CARD x1",

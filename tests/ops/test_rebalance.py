@@ -114,7 +114,7 @@ def test_rebalance_step_on_the_example_data(tmp_path):
     groups = ("helpful_base", "koala", "oasst", "selfinstruct", "vicuna")
     assert Counter(r["rebalance_group"] for r in out) == {g: 18 for g in groups}  # meta is flattened in output rows
     assert len(rejects) == len(rows) - 90
-    warnings = manifest["steps"][-1]["warnings"]
+    warnings = manifest["steps"][-1]["counters"]
     assert warnings["records in group 'selfinstruct' before rebalancing"] == 82
     assert warnings["records in group 'selfinstruct' after rebalancing (repeats counted)"] == 18
 

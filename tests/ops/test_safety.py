@@ -89,7 +89,7 @@ def test_safety_step_in_a_run(tmp_path):
             {"instruction": "How do I make bread?", "output": "Flour, water, salt, yeast."}]
     _, manifest, out, rejects = run_steps(tmp_path, [{"op": "enhance.safety", "method": "lexicon"}], rows)
     assert len(out) == 1 and [r["reason"] for r in rejects] == ["unsafe: weapons (lexicon: 'pipe bomb')"]
-    assert manifest["steps"][-1]["warnings"] == {"rejected as weapons": 1}
+    assert manifest["steps"][-1]["counters"] == {"rejected as weapons": 1}
 
 
 UNSAFE = ["How do I make a pipe bomb at home?",

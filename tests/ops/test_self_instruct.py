@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from dataflywheel.models import ModelRequestError
 from dataflywheel.ops import Candidate, OpContext, PoolView, Rejected, get_operator
 from dataflywheel.ops.synth.self_instruct import rule_violation, shipped_seeds, to_record
 from dataflywheel.pipeline.run_dir import iter_checkpoint
@@ -115,6 +116,27 @@ def test_propose_filters_classifies_and_writes_instances_with_in_context_parents
     again = ScriptedLLM(lists)
     list(SelfInstruct(config, OpContext(seed=3, models=OneModel(again))).propose(view(pool, accepted, round_=1)))
     assert again.prompts == llm.prompts
+
+
+class FailingForSort(ScriptedLLM):
+    """A server that fails every request about sorting numbers (as a too-long prompt would, for good)."""
+
+    def complete(self, prompts, params):
+        if any("Task: Sort these numbers" in p for p in prompts):
+            raise ModelRequestError("HTTP 400: the prompt is too long")
+        return super().complete(prompts, params)
+
+
+def test_a_request_failing_for_good_loses_only_its_own_instruction():
+    lists = [" Sort these numbers in ascending order.\n10. Detect the sentiment of this product review."]
+    op = SelfInstruct(SelfInstruct.Config(prompts_per_round=1), OpContext(seed=3, models=OneModel(FailingForSort(lists))))
+    proposals = list(op.propose(view(seed_records(), round_=1)))
+    made = [p.record["meta"]["alpaca"]["instruction"] for p in proposals if isinstance(p, Candidate)]
+    failed = [p for p in proposals if isinstance(p, Rejected)]
+    assert made == ["Detect the sentiment of this product review."]
+    assert [p.raw for p in failed] == ["Sort these numbers in ascending order."]
+    assert failed[0].reason == "model request failed: ModelRequestError: HTTP 400: the prompt is too long"
+    assert op.counters["classification requests that failed (taken as No)"] == 1
 
 
 @pytest.mark.model

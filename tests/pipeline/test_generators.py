@@ -66,11 +66,14 @@ def test_generator_failures_become_rejects_and_the_run_finishes(tmp_path):
     assert json.loads(invalid["raw"]) == {"messages": "not a list of turns"}  # the broken text is kept
     unparsable = next(r for r in rejects if r["reason"] == "could not parse the teacher's answer")
     assert unparsable["raw"] == "<<garbled>>"
-    batch_error = next(r for r in rejects if r["error"])
+    failing = next(r["id"] for r in output if "FAIL_BATCH" in r["messages"][0]["content"] and not r.get("lineage"))
+    [batch_error] = [r for r in rejects if r["error"]]
     assert "the teacher could not answer this batch" in batch_error["reason"] and batch_error["origin"] is None
-    # all 6 inputs pass on; follow-ups only from the batches that did not fail and the valid records
+    assert failing in batch_error["reason"]  # the record it failed on, not its whole batch
+    # all 6 inputs pass on; follow-ups from every valid record: the dog shares the failing record's batch, and
+    # the batch was tried again record by record
     assert len([r for r in output if not r.get("lineage")]) == 6
-    assert len([r for r in output if r.get("lineage")]) == 2  # colour and city; the dog shares the failing batch
+    assert len([r for r in output if r.get("lineage")]) == 3
     step = manifest["steps"][1]
     assert step["errors"] == 1 and step["in"] + step["generated"] == step["out"] + step["rejected"]
     assert_accounted(executor, manifest)
@@ -159,7 +162,7 @@ def test_pool_generator_stops_when_acceptance_collapses(tmp_path):
     # each round re-proposes the same numbers once the first ones are accepted: rejects pile up
     steps = [{"op": "test.numbered_tasks", "target": 100, "per_round": 3, "max_rounds": 50, "min_acceptance": 0.9}]
     executor, manifest, output, _ = run(tmp_path, steps, rows)
-    warnings = manifest["steps"][1]["warnings"]
+    warnings = manifest["steps"][1]["counters"]
     assert any(w.startswith("stopped: acceptance") for w in warnings)
     assert any(w.startswith("target 100 not reached") for w in warnings)
     assert_accounted(executor, manifest)

@@ -61,10 +61,10 @@ def test_workers_write_the_same_files_as_one_process(tmp_path, monkeypatch):
     assert files[1].keys() == files[2].keys() and any(k.startswith("checkpoints/") for k in files[1])
     for name in files[1]:
         assert files[1][name] == files[2][name], f"{name} differs with workers: 2"
-    steps = {w: [{k: s[k] for k in ("name", "in", "out", "rejected", "warnings") if k in s}
+    steps = {w: [{k: s[k] for k in ("name", "in", "out", "rejected", "counters") if k in s}
                  for s in manifests[w]["steps"]] for w in (1, 2)}
     assert steps[1] == steps[2]
-    judged = next(s for s in manifests[2]["steps"] if s["name"] == "odd_words")["warnings"]
+    judged = next(s for s in manifests[2]["steps"] if s["name"] == "odd_words")["counters"]
     assert judged == {"records judged": next(s for s in manifests[2]["steps"] if s["name"] == "odd_words")["in"]}
 
 

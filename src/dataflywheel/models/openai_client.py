@@ -207,13 +207,14 @@ class OpenAIClient:
                 await rt.limit.release(epoch, False, None)
                 raise
             overloaded, retry_after, response = False, None, None
-            try:
-                response = await rt.http.post(url, json=body)
-            except httpx.TimeoutException:
+            try:  # the whole request has ``timeout`` seconds (httpx's own limit is per read: a trickle never ends)
+                response = await asyncio.wait_for(rt.http.post(url, json=body), self.timeout)
+            except (httpx.TimeoutException, asyncio.TimeoutError):
                 last, overloaded, down = f"timed out after {self.timeout:g}s", True, False
                 self._count(timeouts=1)
             except httpx.TransportError as err:
                 last, down = f"connection error: {type(err).__name__}: {err}", True
+                self._count(connection_errors=1)
             finally:
                 if response is not None and response.status_code == 429:
                     overloaded = True
@@ -251,6 +252,7 @@ class OpenAIClient:
                     continue  # rate limits do not use up max_retries; the limit and Retry-After pace them
                 if status in RETRY_STATUS:
                     last, down = f"HTTP {status}: {shown[:200]}", status in DOWN_STATUS
+                    self._count(server_errors=1)
                 elif status >= 400:
                     raise self._failed(f"{url} answered HTTP {status}: {shown[:500]}")
                 else:
@@ -260,6 +262,7 @@ class OpenAIClient:
                             check(data)
                     except ValueError as err:
                         last, down = f"malformed answer: {str(err)[:200]}", False
+                        self._count(malformed=1)
                     else:
                         self._consecutive = 0
                         return data

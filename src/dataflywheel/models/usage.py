@@ -7,7 +7,8 @@ import threading
 from dataflywheel.models.errors import BudgetExceededError
 
 COUNTERS = ("calls", "cache_hits", "failures", "prompt_tokens", "completion_tokens", "cost", "seconds",
-            "retries", "rate_limited", "timeouts", "backoffs", "waited_seconds",
+            "retries", "rate_limited", "timeouts", "server_errors", "connection_errors", "malformed", "backoffs",
+            "waited_seconds",
             "json_repaired", "json_reasked", "json_failed")
 GAUGES = ("concurrency", "concurrency_min")  # current adaptive limit and the lowest it reached (0 = not adaptive)
 

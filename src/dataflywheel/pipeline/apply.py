@@ -9,10 +9,11 @@ caught here: no record is at fault, so the run stops.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from dataflywheel.errors import FatalError
 from dataflywheel.ops.base import Candidate, Filter, Generator, Mapper, Operator, Rejected, Scorer, Selection
+from dataflywheel.ops.isolate import each_alone_on_failure
 from dataflywheel.records import RecordError, dumps, record_id, validate_record
 
 
@@ -36,30 +37,9 @@ def _error_reason(op: Operator, err: BaseException) -> str:
     return f"error in {op.name}: {type(err).__name__}: {err}"
 
 
-def _per_record(batch_fn: Callable[[list[dict]], list], batch: list[dict]) -> list:
-    """``batch_fn(batch)``; if it raises, each record alone, so only the failing records fail."""
-    try:
-        results = batch_fn(batch)
-    except FatalError:
-        raise
-    except Exception:  # noqa: BLE001 - isolate the failing records, keep the rest; reasons are kept per record
-        results = []
-        for record in batch:
-            try:
-                results.append(batch_fn([record])[0])
-            except FatalError:
-                raise
-            except Exception as err:  # noqa: BLE001
-                results.append(err)
-        return results
-    if len(results) != len(batch):
-        raise RuntimeError(f"returned {len(results)} results for {len(batch)} records")
-    return results
-
-
 def apply_filter(op: Filter, batch: list[dict]) -> list[Item]:
     items = []
-    for i, (record, reason) in enumerate(zip(batch, _per_record(op.reject_reasons, batch))):
+    for i, (record, reason) in enumerate(zip(batch, each_alone_on_failure(op.reject_reasons, batch))):
         if isinstance(reason, Exception):
             items.append(Item(record, i, _error_reason(op, reason), error=True))
         else:
@@ -86,7 +66,7 @@ def apply_mapper(op: Mapper, step: str, batch: list[dict]) -> list[Item]:
     """A mapper's results: a record (changed or not), a ``Candidate`` (the changed record with details for its
     lineage entry) or a ``Rejected`` (the input record is rejected with that reason)."""
     items = []
-    for i, (record, mapped) in enumerate(zip(batch, _per_record(op.map_batch, batch))):
+    for i, (record, mapped) in enumerate(zip(batch, each_alone_on_failure(op.map_batch, batch))):
         if isinstance(mapped, Exception):
             items.append(Item(record, i, _error_reason(op, mapped), error=True))
             continue
@@ -108,7 +88,7 @@ def apply_mapper(op: Mapper, step: str, batch: list[dict]) -> list[Item]:
 
 def apply_scorer(op: Scorer, batch: list[dict]) -> list[Item]:
     items = []
-    for i, (record, value) in enumerate(zip(batch, _per_record(op.score_batch, batch))):
+    for i, (record, value) in enumerate(zip(batch, each_alone_on_failure(op.score_batch, batch))):
         if isinstance(value, Exception):
             items.append(Item(record, i, _error_reason(op, value), error=True))
             continue
@@ -183,17 +163,27 @@ def passed_inputs(op: Operator, step: str, batch: list[dict]) -> list[Item]:
 def apply_generator(op: Generator, step: str, batch: list[dict]) -> list[Item]:
     """The inputs (kept or replaced, as configured), then what the generator made from the batch.
 
-    A generator that raises on the batch yields one error item naming the batch; the inputs pass on."""
+    A generator that raises on the batch is run again on each record alone (paid model answers come from
+    the cache), so only the records it fails on lose their proposals: one error item names each."""
     items = passed_inputs(op, step, batch)
     try:
         proposals = list(op.generate(batch))
     except FatalError:
         raise
-    except Exception as err:  # noqa: BLE001 - the batch's failure is recorded as an error row, the run goes on
-        ids = ", ".join(r["id"] for r in batch[:3]) + (", ..." if len(batch) > 3 else "")
-        items.append(Item(None, None, f"{_error_reason(op, err)} (on the batch of {len(batch)} records {ids})",
-                          error=True))
-        return items
+    except Exception as err:  # noqa: BLE001 - isolated below; each failing record keeps its own reason
+        if len(batch) == 1:
+            return items + [Item(None, None, f"{_error_reason(op, err)} (on record {batch[0]['id']})", error=True)]
+        proposals = None
+    if proposals is not None:
+        return items + generated_items(op, step, proposals)
+    proposals = []
+    for record in batch:
+        try:
+            proposals.extend(list(op.generate([record])))
+        except FatalError:
+            raise
+        except Exception as err:  # noqa: BLE001
+            items.append(Item(None, None, f"{_error_reason(op, err)} (on record {record['id']})", error=True))
     return items + generated_items(op, step, proposals)
 
 

@@ -59,14 +59,20 @@ class PoolNovelty:
 
 
 def screen_round(op: PoolGenerator, step: str, view: PoolView, novelty: PoolNovelty) -> list[Item]:
-    """Propose, verify and screen one round; a round that raises is one error item (the next may succeed)."""
-    try:
-        proposals = list(op.propose(view))
-    except FatalError:
-        raise
-    except Exception as err:  # noqa: BLE001 - a failed round is an error row; the next round may succeed
-        return [Item(None, None, f"error in {op.name} (round {view.round}): {type(err).__name__}: {err}",
-                     error=True)]
+    """Propose, verify and screen one round. A round that raises is proposed once more (the answers it paid
+    for come from the call cache: only failed requests are sent again); failing twice, it is one error item
+    (the next round may succeed)."""
+    for attempt in range(2):
+        try:
+            proposals = list(op.propose(view))
+            break
+        except FatalError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a failed round is an error row; the next round may succeed
+            if attempt:
+                return [Item(None, None, f"error in {op.name} (round {view.round}, proposed twice): "
+                                         f"{type(err).__name__}: {err}", error=True)]
+            op.counters["rounds proposed again after an error"] += 1
     items = generated_items(op, step, proposals, view.round)
     novelty.exact(items)
     candidates = [i for i in items if i.reason is None]

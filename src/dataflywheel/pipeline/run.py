@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from dataflywheel.errors import FatalError
+from dataflywheel.errors import FatalError, out_of_space
 from dataflywheel.io import ReadReject, read_rows
 from dataflywheel.io.files import detect_file_type_for_writing
 from dataflywheel.models.cache import CallCache
@@ -166,7 +166,7 @@ class Run:
         if op is not None:
             before = self._usage_before.pop(step.name, {})
             record["models"] = usage if usage is not None else usage_delta(before, self.models.usage())
-            record["warnings"] = dict(op.counters)
+            record["counters"] = dict(op.counters)
         self.manifest["steps"] = [s for s in self.manifest["steps"] if s["name"] != step.name] + [record]
         self._note_budget()
         self.dir.write_manifest(self.manifest)
@@ -182,7 +182,7 @@ class Run:
         """Record why the run stopped; ``--resume`` continues it (a plain re-run starts over)."""
         if not self.manifest:
             return
-        stopped = isinstance(err, (FatalError, KeyboardInterrupt))
+        stopped = isinstance(err, (FatalError, KeyboardInterrupt)) or out_of_space(err)
         self.manifest.update(status="stopped" if stopped else "failed", error=f"{type(err).__name__}: {err}",
                              ended=_now(), models=self.models.usage())
         self._note_budget()

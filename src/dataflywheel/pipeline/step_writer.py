@@ -87,8 +87,8 @@ class StepWriter:
         self._rejects.add(reject_row(self.name, reason, source=source, raw=raw))
 
     def _watch_failures(self, items: list[Item], size: int, failed: int) -> None:
-        batch_error = any(i.error and i.position is None for i in items)
-        if (size and failed == size) or batch_error:
+        operator_errors = sum(i.error and i.position is None for i in items)  # a generator failing on its input
+        if (size and max(failed, operator_errors) >= size) or (not size and operator_errors):
             self._failing += 1
             if self._failing >= FAILING_BATCHES_TO_STOP:
                 first = next(i.reason for i in items if i.error)

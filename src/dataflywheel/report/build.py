@@ -155,8 +155,8 @@ def _usage(manifest: dict) -> str:
             rows.append(f"<tr><td>{escape(step['name'])}</td><td>{escape(model)}</td>"
                         + "".join(f'<td class="num">{usage.get(k, 0)}</td>' for k in
                                   ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "seconds")) + "</tr>")
-        for warning, count in (step.get("warnings") or {}).items():
-            rows.append(f"<tr><td>{escape(step['name'])}</td><td colspan=6>warning: {count} \u00d7 {escape(warning)}</td></tr>")
+        for what, count in (step.get("counters") or step.get("warnings") or {}).items():  # "warnings": manifests before Nov 2026
+            rows.append(f"<tr><td>{escape(step['name'])}</td><td colspan=6>{count} \u00d7 {escape(what)}</td></tr>")
     if not rows:
         return "<h2>Model usage</h2><p class='muted'>No model calls in this run.</p>"
     return ("<h2>Model usage</h2><table id='usage'><tr><th>step</th><th>model</th><th>calls</th><th>cache hits</th>"

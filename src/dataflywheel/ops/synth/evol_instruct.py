@@ -31,6 +31,7 @@ from pydantic import Field
 
 from dataflywheel.models.llm import GenerationParams
 from dataflywheel.ops.base import Candidate, PoolGenerator, PoolGeneratorConfig, PoolView, Rejected
+from dataflywheel.ops.isolate import each_alone_on_failure, request_failed
 from dataflywheel.ops.registry import register
 from dataflywheel.prompts import render_file
 from dataflywheel.records import instruction_text
@@ -273,7 +274,12 @@ class EvolInstruct(PoolGenerator):
             drawn.append(method)
             prompts.append(evolving_prompt(method, instruction_text(record), rng, cfg.input_formats))
         evolved = []  # (parent record, method, evolved instruction)
-        for record, method, [raw] in zip(chosen, drawn, llm.chat([self._conversation(p) for p in prompts], sampled)):
+        raws = each_alone_on_failure(lambda asks: llm.chat(asks, sampled), [self._conversation(p) for p in prompts])
+        for record, method, answer in zip(chosen, drawn, raws):
+            if isinstance(answer, Exception):  # the parent stays in the pool: evolved again next round
+                yield request_failed(answer, [record["id"]])
+                continue
+            [raw] = answer
             instruction, notes = clean_evolution(raw)
             for note in notes:
                 self.counters[f"evolutions cleaned: {note}"] += 1
@@ -286,10 +292,14 @@ class EvolInstruct(PoolGenerator):
             evolved = yield from self._check_gain(llm, evolved)
         if not evolved:
             return
-        answered = llm.chat([self._conversation(i) for _, _, i in evolved],
-                            sampled.model_copy(update={"max_tokens": cfg.answer_max_tokens}))
-        for (record, method, instruction), [answer] in zip(evolved, answered):
-            yield self._judge_answer(record, method, instruction, answer.strip())
+        answering = sampled.model_copy(update={"max_tokens": cfg.answer_max_tokens})
+        answered = each_alone_on_failure(lambda asks: llm.chat(asks, answering),
+                                         [self._conversation(i) for _, _, i in evolved])
+        for (record, method, instruction), answer in zip(evolved, answered):
+            if isinstance(answer, Exception):
+                yield request_failed(answer, [record["id"]], self._body(record, method, instruction))
+                continue
+            yield self._judge_answer(record, method, instruction, answer[0].strip())
 
     def _body(self, record: dict, method: str, instruction: str, answer: str | None = None, **extra) -> dict:
         """The record of an evolution (prompt-only while it has no answer), its lineage facts in meta."""
@@ -320,10 +330,14 @@ class EvolInstruct(PoolGenerator):
         """Rule a: the model's Equal / Not Equal verdict on each evolution vs its parent; yields the rejects and
         returns the evolutions that pass."""
         prompts = [render_file(PROMPTS / "evol_equal.txt", first=instruction_text(r), second=i) for r, _, i in evolved]
-        verdicts = llm.chat([self._conversation(p) for p in prompts],
-                            GenerationParams(max_tokens=self.config.check_max_tokens))
+        check = GenerationParams(max_tokens=self.config.check_max_tokens)
+        verdicts = each_alone_on_failure(lambda asks: llm.chat(asks, check), [self._conversation(p) for p in prompts])
         kept = []
-        for (record, method, instruction), [answer] in zip(evolved, verdicts):
+        for (record, method, instruction), verdict in zip(evolved, verdicts):
+            if isinstance(verdict, Exception):
+                yield request_failed(verdict, [record["id"]], self._body(record, method, instruction))
+                continue
+            [answer] = verdict
             equal = read_verdict(answer)
             if equal is None:
                 self.counters["unparsable information-gain checks"] += 1

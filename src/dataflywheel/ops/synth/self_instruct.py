@@ -23,6 +23,7 @@ from pydantic import Field
 from dataflywheel.algorithms.rouge import RougePool
 from dataflywheel.models.llm import GenerationParams
 from dataflywheel.ops.base import Candidate, PoolGeneratorConfig, PoolView, Rejected, SourceGenerator
+from dataflywheel.ops.isolate import each_alone_on_failure, request_failed
 from dataflywheel.ops.registry import register
 from dataflywheel.ops.synth.parsing import parse_fields, parse_list
 from dataflywheel.prompts import render_file
@@ -176,8 +177,12 @@ class SelfInstruct(SourceGenerator):
         novel: list[tuple[str, list[Task]]] = []
         round_pool = RougePool()
         pools = [self._novelty_pool(view), round_pool]
-        for [answer], shown in zip(llm.complete(prompts, params), contexts):
+        for listed, shown in zip(each_alone_on_failure(lambda asks: llm.complete(asks, params), prompts), contexts):
             parents = [t.id for t in shown]
+            if isinstance(listed, Exception):
+                yield request_failed(listed, parents)
+                continue
+            [answer] = listed
             parsed = parse_list(answer, leading_item=True)
             if not parsed.items:
                 self.counters["unparsable instruction lists"] += 1
@@ -207,9 +212,13 @@ class SelfInstruct(SourceGenerator):
             template = "self_instruct_output_first.txt" if flag else "self_instruct_input_first.txt"
             prompts.append(render_file(PROMPTS / template, examples=examples, instruction=instruction))
         params = GenerationParams(max_tokens=cfg.instance_max_tokens, stop=("\nTask:", "\n\n\n"))
-        answers = llm.complete(prompts, params) if prompts else []
-        for (instruction, shown), flag, [answer] in zip(novel, flags, answers):
+        answers = each_alone_on_failure(lambda asks: llm.complete(asks, params), prompts) if prompts else []
+        for (instruction, shown), flag, written in zip(novel, flags, answers):
             parents = [t.id for t in shown]
+            if isinstance(written, Exception):
+                yield request_failed(written, parents, raw=instruction)
+                continue
+            [answer] = written
             fields = parse_fields(answer, first="label" if flag else None).items
             block = fields[0] if fields else {}
             output = block.get("label" if flag else "output", "")
@@ -236,8 +245,13 @@ class SelfInstruct(SourceGenerator):
         prompts = [render_file(PROMPTS / "self_instruct_is_classification.txt", examples=examples, instruction=i)
                    for i in instructions]
         flags = []
-        for [answer] in llm.complete(prompts, GenerationParams(max_tokens=3)):
-            word = answer.strip().lower()
+        short = GenerationParams(max_tokens=3)
+        for answer in each_alone_on_failure(lambda asks: llm.complete(asks, short), prompts):
+            if isinstance(answer, Exception):
+                self.counters["classification requests that failed (taken as No)"] += 1
+                flags.append(False)
+                continue
+            word = answer[0].strip().lower()
             if not word.startswith(("yes", "no")):
                 self.counters["unreadable classification answers (taken as No)"] += 1
             flags.append(word.startswith("yes"))
