@@ -90,3 +90,15 @@ def test_dry_run_estimates_calls_and_tokens_and_sends_nothing(tmp_path):
     total = next(line for line in result.output.splitlines() if "total" in line)
     calls = [int(x) for x in total.replace("│", " ").split() if x.isdigit()]
     assert calls[0] == 8  # 4 records sampled, 8 in the input: one call each
+
+
+def test_a_model_step_failing_on_every_record_fails_the_run_naming_it(tmp_path):
+    with FaultServer(rule=lambda body: "400") as server:  # every request refused: no record can be scored
+        recipe = write_recipe(tmp_path, server, "run")
+        write_jsonl(tmp_path / "in.jsonl", [{"instruction": f"Question {i}?", "output": "Yes."} for i in range(3)])
+        result = runner.invoke(app, ["run", str(recipe), "-q"])  # 6 failed requests: fewer than stop the run
+    assert result.exit_code == 2  # as every run that produced nothing usable
+    assert "step ask_model failed on every one of its 3 records" in " ".join(result.output.split())
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "HTTP 400" in manifest["error"]
+    assert rejected_rows(tmp_path / "run") == 3  # each record, with its reason

@@ -158,7 +158,8 @@ def test_an_api_key_reaches_no_file_and_no_message(tmp_path, monkeypatch, capfd,
         report = runner.invoke(app, ["report", str(tmp_path / "run")])
     auth = [r["authorization"] for r in server.requests]
     assert auth and all(a == f"Bearer {KEY}" for a in auth)  # the key was sent, and only there
-    assert result.exit_code == {"ok": 0, "401": 1, "500": 0}[mode], result.output  # a 500 rejects the records
+    # a 500 on every record rejects each with its reason, and the run fails naming the step that failed on all
+    assert result.exit_code == {"ok": 0, "401": 1, "500": 2}[mode], result.output
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.name == "manifest.json" for p in written) and any(p.suffix == ".sqlite" for p in written)
     if mode == "ok":

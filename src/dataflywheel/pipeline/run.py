@@ -23,7 +23,7 @@ from dataflywheel.models.usage import Budget
 from dataflywheel.ops.base import OpContext, Operator
 from dataflywheel.pipeline.output import OutputJob, checkpoint_count
 from dataflywheel.pipeline.recipe import Recipe
-from dataflywheel.pipeline.run_dir import InvariantError, RunDir, account, read_table
+from dataflywheel.pipeline.run_dir import InvariantError, RunDir, account, iter_rejects, read_table
 from dataflywheel.pipeline.step_writer import StepWriter
 
 READ_STEP = "read"
@@ -197,6 +197,7 @@ class Run:
         A large output is written in a second process while this one checks and builds the report. A run
         that read no usable record and generated none fails, naming why the input was unusable."""
         self._check_usable()
+        self._check_steps_worked()
         last = self.checkpoint_of(plan[-1])
         target, *spec = self._output_spec()
         output = OutputJob(last, target, *spec)
@@ -244,6 +245,16 @@ class Run:
         first = read_table(self.dir.rejects(0, READ_STEP), columns=["reason", "source"]).slice(0, 1).to_pylist()[0]
         raise RunError(f"nothing usable in {source}: all {read['in']} rows were rejected on reading (first, at "
                        f"{first['source']}: {first['reason']}); every row and its reason is in {self.dir.rejected}")
+
+    def _check_steps_worked(self) -> None:
+        """A step that failed (raised) on every record it was given is a broken step, not bad data: the run
+        fails naming it (a step that *decided* to reject everything is a result, and the run finishes)."""
+        for step in self.manifest["steps"]:
+            if step.get("in", 0) > 0 and step.get("errors", 0) >= step["in"]:
+                first = next((r["reason"] for r in iter_rejects(self.dir) if r["step"] == step["name"] and r["error"]),
+                             "?")
+                raise RunError(f"step {step['name']} failed on every one of its {step['in']} records (first: "
+                               f"{first}); each record and its reason is in {self.dir.rejected}")
 
     def close(self) -> None:
         close = getattr(self.models, "close", None)
