@@ -215,6 +215,37 @@ def evaluate(
     typer.echo(text)
 
 
+@app.command("self-reward")
+def self_reward(
+    prompts: Path = typer.Argument(..., help="Prompts (any readable dataset; only the prompt turns are used)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where each iteration's data, adapter and metrics go."),
+    iterations: int = typer.Option(2, "--iterations", min=1, help="Self-Rewarding iterations (M1, M2, ...)."),
+    model: str = typer.Option("smollm2", "--model", help="Base model M0: bundled name or a Hugging Face model dir."),
+    samples: int = typer.Option(4, "--samples", min=2, help="Answers sampled per prompt (N)."),
+    judge_samples: int = typer.Option(3, "--judge-samples", min=1, help="Judgements averaged per answer."),
+    max_tokens: int = typer.Option(256, "--max-tokens", help="Answer length."),
+    max_steps: int = typer.Option(-1, "--max-steps", help="DPO steps per iteration (-1: one epoch)."),
+    seed: int = typer.Option(0, "--seed"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Self-Rewarding iterations: sample answers, judge them with the same model, DPO on best vs worst; repeat.
+
+    The judge uses the additive 5-point rubric; each iteration's model generates and judges the next iteration's
+    data. Run it again to continue after a kill (finished iterations are kept)."""
+    from dataflywheel.loop.self_rewarding import SelfRewardingConfig, self_rewarding
+    from dataflywheel.train.fit import TrainConfig
+
+    if quiet:
+        _quiet()
+    config = SelfRewardingConfig(model=model, iterations=iterations, samples=samples, judge_samples=judge_samples,
+                                 max_tokens=max_tokens, seed=seed, train=TrainConfig(max_steps=max_steps, seed=seed))
+    try:
+        history = self_rewarding(prompts, output, config, quiet=quiet)
+    except (FileNotFoundError, RuntimeError) as e:
+        _fail(str(e), code=1)
+    typer.echo(json.dumps(history, indent=2))
+
+
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run directory (holds manifest.json).")) -> None:
     """Regenerate a run's self-contained report.html."""

@@ -32,12 +32,23 @@ def _batches(order: list[int], lengths: list[int], max_tokens: int, max_batch: i
         yield batch
 
 
+def merge_adapters(model, adapters: list[str]):
+    """``model`` with LoRA adapters from `flywheel train` merged into its weights, in order (each adapter was
+    trained on the model with the ones before it merged: Self-Rewarding's M1 -> M2 -> M3)."""
+    if adapters:
+        from peft import PeftModel
+
+        for adapter in adapters:
+            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    return model
+
+
 class TransformersLLM:
     """A causal LM loaded with transformers ('smollm2' = the bundled SmolLM2-135M-Instruct)."""
 
     def __init__(self, model: str = SMOLLM2, *, dtype: str = "float32", device: str | None = None,
                  max_length: int = 2048, batch_size: int = 16, batch_tokens: int = 8192, threads: int | None = None,
-                 adapter: str | None = None):
+                 adapter: str | list[str] | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -48,14 +59,12 @@ class TransformersLLM:
             torch.set_num_threads(threads or _cpu_threads())
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
-        if adapter:  # a LoRA adapter from `flywheel train`, merged for plain inference
-            from peft import PeftModel
-
-            self.model = PeftModel.from_pretrained(self.model, adapter).merge_and_unload()
+        adapters = [adapter] if isinstance(adapter, str) else list(adapter or [])
+        self.model = merge_adapters(self.model, adapters)
         self.model = self.model.to(self.device).eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.name = f"transformers:{model}:{dtype}" + (f":adapter={adapter}" if adapter else "")
+        self.name = f"transformers:{model}:{dtype}" + "".join(f":adapter={a}" for a in adapters)
         self.max_length, self.batch_size, self.batch_tokens = max_length, batch_size, batch_tokens
         self.usage = Usage()
         self._label_cache: dict[tuple[str, ...], tuple[list[int], list[str]]] = {}

@@ -15,3 +15,4 @@ from dataflywheel.ops.enhance import rewrite  # noqa: F401
 from dataflywheel.ops.enhance import noise  # noqa: F401
 from dataflywheel.ops.enhance import rebalance  # noqa: F401
 from dataflywheel.ops.enhance import llm2llm  # noqa: F401
+from dataflywheel.ops.evolve import self_refine  # noqa: F401

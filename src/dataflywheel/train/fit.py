@@ -29,6 +29,15 @@ class TrainConfig(BaseModel):
     lora_alpha: int = 16
     beta: float = 0.1
     """DPO temperature."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory (TRL's default). Off: a small model on a CPU is
+    not short of memory, and recomputing costs a forward pass per step (see docs/benchmarks.md, training speed)."""
+    base_adapters: list[str] = Field(default_factory=list)
+    """LoRA adapters merged into the model, in order, before a new one is trained on it (an earlier iteration's
+    model; for DPO it is also the reference)."""
+    precompute_ref: bool = False
+    """DPO: compute the reference model's log-probabilities once, before training, instead of in every step
+    (saves a forward pass per step when each example is seen several times; costs one pass over the data)."""
     seed: int = 0
 
 
@@ -57,11 +66,13 @@ def _check_sft(records: list[dict]) -> None:
                              f"learn from: {fix}")
 
 
-def train(records: list[dict], output_dir: str | Path, config: TrainConfig, quiet: bool = False) -> dict:
+def train(records: list[dict], output_dir: str | Path, config: TrainConfig, quiet: bool = False,
+          callbacks: list | None = None) -> dict:
     """Fine-tune LoRA adapters on ``records``; save adapter, training log and config in ``output_dir``.
 
-    ``quiet``: no progress bars, TRL's and the Hugging Face libraries' included. The result counts the
-    records of the other kind that the method does not use (``skipped``)."""
+    ``quiet``: no progress bars, TRL's and the Hugging Face libraries' included. ``callbacks``: transformers
+    ``TrainerCallback``s (e.g. step timing). The result counts the records of the other kind that the method
+    does not use (``skipped``)."""
     if quiet:
         from dataflywheel.pipeline.progress import silence_library_bars
 
@@ -73,6 +84,7 @@ def train(records: list[dict], output_dir: str | Path, config: TrainConfig, quie
 
     from dataflywheel.algorithms.less import LORA_TARGETS
     from dataflywheel.models.bundled import resolve_llm_path
+    from dataflywheel.models.transformers_llm import merge_adapters
 
     output_dir = Path(output_dir)
     method = config.method
@@ -86,26 +98,28 @@ def train(records: list[dict], output_dir: str | Path, config: TrainConfig, quie
     torch.manual_seed(config.seed)
     path = resolve_llm_path(config.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path)
+    model = merge_adapters(AutoModelForCausalLM.from_pretrained(path), config.base_adapters)
     lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
                       target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM")
     common = dict(output_dir=str(output_dir), num_train_epochs=config.epochs, max_steps=config.max_steps,
                   learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size,
                   seed=config.seed, logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=quiet,
-                  use_cpu=not torch.cuda.is_available(),
+                  use_cpu=not torch.cuda.is_available(), gradient_checkpointing=config.gradient_checkpointing,
                   # TRL turns bf16 on by default; a CPU without bf16 units emulates it ~20x slower than fp32
                   bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     if method == "sft":
         from trl import SFTConfig, SFTTrainer
 
         trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=Dataset.from_list(rows),
-                             peft_config=lora, args=SFTConfig(max_length=config.max_length, **common))
+                             peft_config=lora, args=SFTConfig(max_length=config.max_length, **common),
+                             callbacks=callbacks)
     else:
         from trl import DPOConfig, DPOTrainer
 
         trainer = DPOTrainer(model=model, processing_class=tokenizer, train_dataset=Dataset.from_list(rows),
-                             peft_config=lora, args=DPOConfig(max_length=config.max_length, beta=config.beta,
-                                                              **common))
+                             peft_config=lora, callbacks=callbacks,
+                             args=DPOConfig(max_length=config.max_length, beta=config.beta,
+                                            precompute_ref_log_probs=config.precompute_ref, **common))
     result = trainer.train()
     trainer.model.save_pretrained(output_dir / "adapter")
     log = trainer.state.log_history

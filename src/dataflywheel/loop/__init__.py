@@ -1,0 +1,1 @@
+"""Closing the loop: drivers that alternate data runs and training (Self-Rewarding iterations)."""

@@ -1,0 +1,1 @@
+"""Evolve: LLM-as-a-judge operators (pointwise rubrics, pairwise in both orders)."""
