@@ -15,4 +15,5 @@ from dataflywheel.ops.enhance import rewrite  # noqa: F401
 from dataflywheel.ops.enhance import noise  # noqa: F401
 from dataflywheel.ops.enhance import rebalance  # noqa: F401
 from dataflywheel.ops.enhance import llm2llm  # noqa: F401
+from dataflywheel.ops.evolve import judge as evolve_judge, pairwise  # noqa: F401
 from dataflywheel.ops.evolve import self_refine  # noqa: F401
