@@ -170,20 +170,15 @@ def apply_generator(op: Generator, step: str, batch: list[dict]) -> list[Item]:
         proposals = list(op.generate(batch))
     except FatalError:
         raise
-    except Exception as err:  # noqa: BLE001 - isolated below; each failing record keeps its own reason
-        if len(batch) == 1:
-            return items + [Item(None, None, f"{_error_reason(op, err)} (on record {batch[0]['id']})", error=True)]
-        proposals = None
-    if proposals is not None:
-        return items + generated_items(op, step, proposals)
-    proposals = []
-    for record in batch:
-        try:
-            proposals.extend(list(op.generate([record])))
-        except FatalError:
-            raise
-        except Exception as err:  # noqa: BLE001
-            items.append(Item(None, None, f"{_error_reason(op, err)} (on record {record['id']})", error=True))
+    except Exception:  # noqa: BLE001 - tried again record by record below; each failing record keeps its reason
+        proposals = []
+        for record in batch:
+            try:
+                proposals.extend(list(op.generate([record])))
+            except FatalError:
+                raise
+            except Exception as err:  # noqa: BLE001
+                items.append(Item(None, None, f"{_error_reason(op, err)} (on record {record['id']})", error=True))
     return items + generated_items(op, step, proposals)
 
 
