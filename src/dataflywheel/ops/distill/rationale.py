@@ -22,6 +22,7 @@ from dataflywheel.models.llm import GenerationParams, ModelFeatureError
 from dataflywheel.ops.base import Candidate, Generator, GeneratorConfig, Rejected
 from dataflywheel.ops.registry import register
 from dataflywheel.ops.score.ask_llm import p_yes, parse_yes_no
+from dataflywheel.ops.synth.answer_judge import judge_roles
 from dataflywheel.prompts import render_file
 from dataflywheel.records import prompt_turns, response_text
 
@@ -109,8 +110,7 @@ class RationaleDistill(Generator):
 
     @property
     def model_roles(self) -> dict[str, str]:
-        roles = super().model_roles
-        return roles if self.config.match == "judge" else {k: v for k, v in roles.items() if k != "judge_model"}
+        return judge_roles(super().model_roles, self.config.match == "judge")
 
     def generate(self, records: list[dict]):
         cfg = self.config

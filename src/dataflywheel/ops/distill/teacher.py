@@ -16,7 +16,7 @@ from pydantic import Field
 from dataflywheel.models.llm import GenerationParams
 from dataflywheel.ops.base import Mapper
 from dataflywheel.ops.registry import register
-from dataflywheel.ops.synth.answer_judge import AnswerJudgeConfig, judge_answers
+from dataflywheel.ops.synth.answer_judge import AnswerJudgeConfig, judge_answers, judge_roles
 from dataflywheel.records import is_preference, prompt_turns, response_text
 
 
@@ -44,8 +44,7 @@ class TeacherDistill(Mapper):
 
     @property
     def model_roles(self) -> dict[str, str]:
-        roles = super().model_roles
-        return roles if self.config.judge else {k: v for k, v in roles.items() if k != "judge_model"}
+        return judge_roles(super().model_roles, self.config.judge)
 
     def writes_scores(self) -> tuple[str, ...]:
         return ("teacher.score", "teacher.original_score") if self.config.judge else ()

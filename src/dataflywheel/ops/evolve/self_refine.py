@@ -23,7 +23,7 @@ from dataflywheel.models.llm import GenerationParams
 from dataflywheel.ops.base import Candidate, Mapper
 from dataflywheel.ops.enhance.rewrite import parse_revision
 from dataflywheel.ops.registry import register
-from dataflywheel.ops.synth.answer_judge import AnswerJudgeConfig, judge_answers
+from dataflywheel.ops.synth.answer_judge import AnswerJudgeConfig, judge_answers, judge_roles
 from dataflywheel.prompts import render_file
 from dataflywheel.records import instruction_text, is_preference, last_index, prompt_turns, response_text
 
@@ -65,8 +65,7 @@ class SelfRefine(Mapper):
 
     @property
     def model_roles(self) -> dict[str, str]:
-        roles = super().model_roles
-        return roles if self.config.judge else {k: v for k, v in roles.items() if k != "judge_model"}
+        return judge_roles(super().model_roles, self.config.judge)
 
     def writes_scores(self) -> tuple[str, ...]:
         return ("self_refine.original", "self_refine.refined") if self.config.judge else ()

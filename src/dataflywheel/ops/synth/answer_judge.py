@@ -56,6 +56,11 @@ class AnswerJudgeConfig(OpConfig):
     judge_max_tokens: int = Field(default=256, ge=8)
 
 
+def judge_roles(roles: dict[str, str], uses_judge: bool) -> dict[str, str]:
+    """An operator's model roles without ``judge_model`` when its judge is off (lineage names only models used)."""
+    return roles if uses_judge else {k: v for k, v in roles.items() if k != "judge_model"}
+
+
 def judge_answers(op: Operator, questions: list[str], answers: list[list[str]]) -> list[list[float]]:
     """The mean judge score of every answer to every question (NaN where no judgement could be read, counted
     in ``op.counters``). ``op.config`` is an ``AnswerJudgeConfig``."""
