@@ -64,12 +64,13 @@ def test_per_sample_gradients_match_one_at_a_time():
 
 
 def test_less_follows_an_alpaca_eval_category(tmp_path):
-    """Target = 8 vicuna instructions with GPT-4 Turbo's answers; pool = 24 of each of AlpacaEval's 5 source
-    datasets (120). LESS keeps 24, where the base rate of each dataset is 4.8.
+    """Target = 8 vicuna instructions with GPT-4 Turbo's answers; pool = 16 of each of AlpacaEval's 5 source
+    datasets (80). LESS keeps 16, where the base rate of each dataset is 3.2.
 
     The signal is modest: with a 135M model the gradients of GPT-4 Turbo's answers barely tell the other four
-    datasets apart; vicuna's coding, math and role-play questions stand out. Asserted: vicuna is kept above
-    its base rate, with a margin, over two seeds (not one measured count)."""
+    datasets apart; vicuna's coding, math and role-play questions stand out. Measured: 7, 6 and 5 vicuna
+    records kept with seeds 0, 1, 2 (24 of 120 with two seeds: 9 and 8, base 4.8). Asserted for seed 0 (one
+    warm-up and 88 per-sample gradients: ~105 s on 2 cores): at least 5, above the base rate with a margin."""
     import collections
     import json
 
@@ -83,21 +84,18 @@ def test_less_follows_an_alpaca_eval_category(tmp_path):
     pool, labels, target = [], [], []
     for dataset in sorted(by_dataset):
         picked = [by_dataset[dataset][i] for i in rng.permutation(len(by_dataset[dataset]))[:32]]
-        pool += [rec(r["instruction"], r["output"]) for r in picked[:24]]
-        labels += [dataset] * 24
+        pool += [rec(r["instruction"], r["output"]) for r in picked[:16]]
+        labels += [dataset] * 16
         if dataset == "vicuna":
             target = [rec(r["instruction"], r["output"]) for r in picked[24:32]]
     target_file = tmp_path / "target.jsonl"
     write_records(target, target_file, "messages")
     op = get_operator("select.less")
-    vicuna = []
-    for seed in (0, 1):
-        selector = op(op.Config(target=str(target_file), count=24, max_length=128), OpContext(seed=seed))
-        selection = selector.select(lambda: iter([pool]))
-        kept = [labels[i] for i in range(len(pool)) if i not in selection.rejected]
-        assert len(kept) == 24
-        vicuna.append(collections.Counter(kept)["vicuna"])
-    assert sum(vicuna) / 2 >= 4.8 + 1, vicuna  # base rate 4.8 of 24
+    selector = op(op.Config(target=str(target_file), count=16, max_length=96), OpContext(seed=0))
+    selection = selector.select(lambda: iter([pool]))
+    kept = [labels[i] for i in range(len(pool)) if i not in selection.rejected]
+    assert len(kept) == 16
+    assert collections.Counter(kept)["vicuna"] >= 5, collections.Counter(kept)  # base rate 3.2 of 16
 
 
 def test_less_score_is_the_best_task_mean_not_the_best_single_example():
