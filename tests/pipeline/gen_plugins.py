@@ -65,6 +65,8 @@ class CounterConfig(PoolGeneratorConfig):
     """Also propose a copy of the first pool record each round (an exact duplicate to be rejected)."""
     near_copy: str = ""
     """Also propose, in round 0, the first pool record's instruction with its last word replaced by this."""
+    fail_rounds: list[int] = Field(default_factory=list)
+    """Rounds whose proposal raises (every time it is asked)."""
 
 
 @register
@@ -75,6 +77,8 @@ class NumberedTasks(PoolGenerator):
     Config = CounterConfig
 
     def propose(self, view):
+        if view.round in self.config.fail_rounds:
+            raise RuntimeError(f"round {view.round} broke")
         pool = [r for batch in view.scan() for r in batch]
         base = len(view.accepted) + 10 * view.round
         if self.config.echo_pool and pool:

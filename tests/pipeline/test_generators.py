@@ -117,6 +117,20 @@ def test_pool_generator_works_in_rounds_to_a_target_with_verification(tmp_path):
     assert_accounted(executor, manifest)
 
 
+def test_pool_rounds_that_fail_are_proposed_again_and_the_run_goes_on(tmp_path):
+    steps = [{"op": "test.numbered_tasks", "target": 4, "per_round": 4, "max_rounds": 6, "echo_pool": False,
+              "fail_rounds": [0, 1]}]
+    executor, manifest, output, rejects = run(tmp_path, steps, pairs("Name a colour."))
+    assert manifest["status"] == "finished"  # more failed rounds than input records: not a step failing on all
+    step = manifest["steps"][1]
+    assert step["errors"] == 2 and step["counters"]["rounds proposed again after an error"] == 2
+    assert [r["reason"] for r in rejects if r["error"]] == [
+        "error in test.numbered_tasks (round 0, proposed twice): RuntimeError: round 0 broke",
+        "error in test.numbered_tasks (round 1, proposed twice): RuntimeError: round 1 broke"]
+    assert len([r for r in output if r.get("lineage")]) == 4
+    assert_accounted(executor, manifest)
+
+
 @pytest.mark.parametrize("near_duplicate", [0.7, None])
 def test_pool_generator_rejects_near_copies_of_the_pool(tmp_path, near_duplicate):
     long = "Write a short poem about the sea in the style of an old sailor's working song."

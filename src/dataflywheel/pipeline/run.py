@@ -247,10 +247,11 @@ class Run:
                        f"{first['source']}: {first['reason']}); every row and its reason is in {self.dir.rejected}")
 
     def _check_steps_worked(self) -> None:
-        """A step that failed (raised) on every record it was given is a broken step, not bad data: the run
-        fails naming it (a step that *decided* to reject everything is a result, and the run finishes)."""
+        """A step that failed (raised) on every record it was given and made nothing is a broken step, not bad
+        data: the run fails naming it (a step that *decided* to reject everything is a result, and the run
+        finishes; a pool generator with some failed rounds that still proposed records worked)."""
         for step in self.manifest["steps"]:
-            if step.get("in", 0) > 0 and step.get("errors", 0) >= step["in"]:
+            if step.get("in", 0) > 0 and step.get("errors", 0) >= step["in"] and not step.get("generated", 0):
                 first = next((r["reason"] for r in iter_rejects(self.dir) if r["step"] == step["name"] and r["error"]),
                              "?")
                 raise RunError(f"step {step['name']} failed on every one of its {step['in']} records (first: "
