@@ -79,7 +79,7 @@ def run(
                                           help="Processes for CPU-bound steps (default: the recipe's, else one per core)."),
 ) -> None:
     """Run a recipe: read, apply every step, write the output, rejects and manifest."""
-    from dataflywheel.errors import FatalError, out_of_space
+    from dataflywheel.errors import FatalError
     from dataflywheel.pipeline import LocalExecutor, RecipeError, RunError, load_recipe
 
     try:
@@ -100,12 +100,6 @@ def run(
         again = f"flywheel run {recipe}" + (f" --output {output}" if output else "")
         _fail(f"{e}\nthe run stopped; nothing was rejected for it. Once fixed: {again} --resume "
               f"(or, if the fix changed the recipe, {again} --force)", code=1)
-    except Exception as e:  # noqa: BLE001 - only a full disk is explained here; anything else propagates
-        if not out_of_space(e):
-            raise
-        again = f"flywheel run {recipe}" + (f" --output {output}" if output else "")
-        _fail(f"the disk of {executor.run_dir.root} is full ({type(e).__name__}: {e}).\nthe run stopped; finished "
-              f"steps are kept. Free some space, then: {again} --resume", code=1)
     totals = manifest["totals"]
     out.print(f"read {totals['read']}, kept {totals['output']}, rejected {totals['rejected']}"
               + (f", generated {totals['generated']}" if totals["generated"] else ""), highlight=False)

@@ -7,6 +7,11 @@ class FatalError(RuntimeError):
     """Stops the run cleanly (manifest says why); ``flywheel run --resume`` continues once fixed."""
 
 
+class DiskFullError(FatalError):
+    """The disk (or quota) of the run directory is full: the run stops; ``--resume`` continues once there is
+    space again (finished steps are kept)."""
+
+
 def out_of_space(err: BaseException) -> bool:
     """Whether ``err`` is a full disk or an exhausted quota (the run stops; ``--resume`` continues once there is
     space again). Also recognised in the message of an error raised by a writer process."""

@@ -14,7 +14,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from dataflywheel.errors import FatalError
+from dataflywheel.errors import DiskFullError, FatalError, out_of_space
 from dataflywheel.io import ReadReject
 from dataflywheel.ops.base import Filter, Generator, Mapper, NoveltyConfig, PoolGenerator, PoolView, Scorer, Selector
 from dataflywheel.pipeline.apply import Item, apply_batch, apply_selection, passed_inputs
@@ -308,6 +308,11 @@ class LocalExecutor:
                 engine.run(self.books, plan)
             return self.books.finish(plan, report=report)
         except BaseException as err:
+            if out_of_space(err):  # not the data's fault and not a crash: a stop that --resume continues
+                full = DiskFullError(f"the disk of {self.run_dir.root} is full ({type(err).__name__}: {err}); "
+                                     "finished steps are kept: free some space")
+                self.books.fail(full)
+                raise full from err
             self.books.fail(err)
             raise
         finally:

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from dataflywheel.errors import FatalError, out_of_space
+from dataflywheel.errors import FatalError
 from dataflywheel.io import ReadReject, read_rows
 from dataflywheel.io.files import detect_file_type_for_writing
 from dataflywheel.models.cache import CallCache
@@ -182,7 +182,7 @@ class Run:
         """Record why the run stopped; ``--resume`` continues it (a plain re-run starts over)."""
         if not self.manifest:
             return
-        stopped = isinstance(err, (FatalError, KeyboardInterrupt)) or out_of_space(err)
+        stopped = isinstance(err, (FatalError, KeyboardInterrupt))
         self.manifest.update(status="stopped" if stopped else "failed", error=f"{type(err).__name__}: {err}",
                              ended=_now(), models=self.models.usage())
         self._note_budget()
