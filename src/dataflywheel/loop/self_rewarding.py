@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from dataflywheel.pipeline import LocalExecutor, parse_recipe
-from dataflywheel.pipeline.run_dir import RunDir, iter_checkpoint
+from dataflywheel.pipeline.run_dir import iter_checkpoint
 from dataflywheel.train.fit import TrainConfig, train
 
 
@@ -86,8 +86,7 @@ def self_rewarding(prompts: str | Path, out_dir: str | Path, config: SelfRewardi
             continue
         recipe = parse_recipe(_data_recipe(config, prompts, out, adapters, t))
         data_dir = folder / "data"
-        started = RunDir(data_dir).read_manifest() if (data_dir / "manifest.json").exists() else None
-        manifest = LocalExecutor(recipe, quiet=quiet).execute(resume=started is not None)
+        manifest = LocalExecutor(recipe, quiet=quiet).execute(resume=(data_dir / "manifest.json").exists())
         pairs = [r for batch in iter_checkpoint(Path(manifest["steps"][-1]["checkpoint"])) for r in batch]
         if not pairs:
             raise RuntimeError(f"iteration {t}: no prompt gave a pair with a judge margin of {config.min_margin:g}; "
