@@ -26,8 +26,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# One turn of the flywheel on the bundled models and the shipped data (model calls are cached: a second run is faster).
 demo: install
-	$(BIN)/flywheel run examples/recipes/quickstart.yaml --force
+	$(BIN)/flywheel loop examples/recipes/loop.yaml --force
 
 test: install-dev
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=15

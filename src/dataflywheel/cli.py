@@ -241,6 +241,50 @@ def self_reward(
 
 
 @app.command()
+def loop(
+    recipe: Path = typer.Argument(..., help="Loop recipe YAML (stages select, enhance, synthesize, distill; train; evaluate)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Loop directory (default: the recipe's output.dir)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed loop: finished rounds and stages are kept."),
+    force: bool = typer.Option(False, "--force", help="Start over in a directory that already holds a loop."),
+    rounds: Optional[int] = typer.Option(None, "--rounds", min=1, help="Round budget (default: the recipe's loop.rounds)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """The flywheel: rounds of select -> enhance -> synthesize -> distill -> train -> evaluate.
+
+    Each round trains a LoRA adapter on the round's data and measures its held-out loss per category; the
+    weakest categories get more seeds and a larger synthesis target in the next round. Stops on the round
+    budget or when the held-out loss stops improving."""
+    from dataflywheel.errors import FatalError
+    from dataflywheel.loop.recipe import load_loop_recipe
+    from dataflywheel.loop.rounds import LoopError, run_loop
+    from dataflywheel.pipeline import RecipeError
+
+    try:
+        parsed = load_loop_recipe(recipe)
+        if rounds is not None:
+            parsed = parsed.model_copy(update={"loop": parsed.loop.model_copy(update={"rounds": rounds})})
+    except RecipeError as e:
+        _fail(str(e))
+    if quiet:
+        _quiet()
+    try:
+        manifest = run_loop(parsed, output, resume=resume, force=force, quiet=quiet)
+    except LoopError as e:
+        _fail(str(e))
+    except FatalError as e:
+        again = f"flywheel loop {recipe}" + (f" --output {output}" if output else "")
+        _fail(f"{e}\nthe loop stopped. Once fixed: {again} --resume", code=1)
+    base = manifest["baseline"]["loss"]
+    for m in manifest["rounds"]:
+        weak = ", ".join(m["weak_from_last_round"]) or "-"
+        out.print(f"round {m['round']}: {m['train_set']} records ({m['synthesized']} synthesized, steered at {weak}); "
+                  f"held-out loss {m['heldout']['loss']:.4f} (base {base:.4f})", highlight=False, soft_wrap=True)
+    out.print(f"stopped:  {manifest['stopped']}", highlight=False)
+    out.print(f"manifest: {Path(manifest['report']).with_name('loop.json')}", highlight=False)
+    out.print(f"report:   {manifest['report']}", highlight=False)
+
+
+@app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run directory (holds manifest.json).")) -> None:
     """Regenerate a run's self-contained report.html."""
     from dataflywheel.report import write_run_report

@@ -67,6 +67,23 @@ def test_params_and_model_are_part_of_the_key(tmp_path):
     assert len(backend.seen) == 2 and len(other.seen) == 1
 
 
+def test_a_retrained_adapter_at_the_same_path_is_another_model(tmp_path):
+    """`flywheel loop --force` and Self-Rewarding retrain adapters where the old ones were: the cache must not
+    answer for the new weights with the old ones' outputs."""
+    from dataflywheel.models.registry import ModelSpec
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights one")
+    spec = ModelSpec(backend="transformers", model="smollm2", options={"adapter": str(adapter)})
+    before = spec.cache_name()
+    assert before == ModelSpec(backend="transformers", model="smollm2", options={"adapter": [str(adapter)]}
+                               ).cache_name().replace(f'["{adapter}"]', f'"{adapter}"')
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights two")
+    assert spec.cache_name() != before
+    assert ModelSpec(backend="transformers", model="smollm2").cache_name() == "transformers:smollm2"
+
+
 def _writer(path, worker):
     cache = CallCache(path)
     for i in range(50):

@@ -30,13 +30,14 @@ def losses(model_dir, adapter, examples):
         return per_sample_losses(model, *_batch(_encode(tokenizer, prompts, 128), tokenizer.pad_token_id))
 
 
-def test_sft_steps_lower_the_loss_on_their_batch(tmp_path):
+def test_sft_steps_lower_the_loss_on_their_batch(tmp_path, capfd):
     from dataflywheel.models.bundled import smollm2_dir
 
     records = [make_record([{"role": "user", "content": q}, {"role": "assistant", "content": a}]) for q, a in SFT]
     result = train(records, tmp_path, TrainConfig(max_steps=6, learning_rate=1e-3, batch_size=4, max_length=128),
                    quiet=True)
     assert result["method"] == "sft" and result["steps"] == 6
+    assert "'loss'" not in capfd.readouterr().out  # quiet: no bars, and no log line per step instead of them
     before = losses(smollm2_dir(), None, SFT)
     after = losses(smollm2_dir(), result["adapter"], SFT)
     assert after.mean() < before.mean() - 0.1

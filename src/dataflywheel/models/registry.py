@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -31,6 +33,21 @@ class Price(BaseModel):
     completion_per_1k: float = Field(default=0.0, ge=0.0)
 
 
+def adapter_digest(adapters: str | list[str]) -> str:
+    """Hash of LoRA adapter directories' files: a retrained adapter at the same path is another model, and its
+    answers must not come from the call cache of the old one."""
+    digest = hashlib.sha256()
+    for adapter in [adapters] if isinstance(adapters, str) else adapters:
+        folder = Path(adapter)
+        for file in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if file.is_file():
+                digest.update(file.name.encode() + b"\0")
+                with file.open("rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 class ModelSpec(BaseModel):
     """One model: which backend, which weights, backend options (passed through), and its price."""
 
@@ -55,6 +72,8 @@ class ModelSpec(BaseModel):
         """Identity of the outputs: backend, endpoint, weights and the options that change answers (not speed
         knobs). The endpoint is the one the client will call, also when it comes from $OPENAI_BASE_URL."""
         relevant = {k: v for k, v in sorted(self.options.items()) if k not in _SPEED_OPTIONS}
+        if relevant.get("adapter") and self.backend in ("transformers", "vllm"):
+            relevant["adapter_digest"] = adapter_digest(relevant["adapter"])
         suffix = json.dumps(relevant, sort_keys=True, separators=(",", ":")) if relevant else ""
         base_url = ""
         if self.backend in ("openai", "openai-embeddings"):

@@ -42,18 +42,24 @@ def bars(series: dict[str, dict[str, int]], title: str, width: int = 460) -> str
     labels = sorted({k for counts in series.values() for k in counts})
     if not labels:
         return ""
-    colours = ["#8fa8c8", "#d9822b"]
+    colours = ["#8fa8c8", "#d9822b", "#5b9a68", "#c0504d"]
     top = max(v for counts in series.values() for v in counts.values()) or 1
     row = 14 * len(series) + 6
-    parts = [f'<svg class="chart" width="{width}" height="{30 + row * len(labels)}" role="img" '
+    legend = 18 if len(series) > 1 else 0
+    parts = [f'<svg class="chart" width="{width}" height="{30 + row * len(labels) + legend}" role="img" '
              f'aria-label="{escape(title)}"><text x="4" y="14" class="chart-title">{escape(title)}</text>']
+    if legend:
+        y = 30 + row * len(labels)
+        parts += [f'<rect x="{130 + k * 110}" y="{y}" width="10" height="10" fill="{colours[k % len(colours)]}"/>'
+                  f'<text x="{144 + k * 110}" y="{y + 9}" class="legend">{escape(name[:14])}</text>'
+                  for k, name in enumerate(series)]
     for i, label in enumerate(labels):
         y = 24 + i * row
         parts.append(f'<text x="4" y="{y + 11}" class="axis">{escape(label[:18])}</text>')
         for k, (name, counts) in enumerate(series.items()):
             value = counts.get(label, 0)
             parts.append(f'<rect x="130" y="{y + k * 14}" width="{(width - 190) * value / top:.1f}" height="12" '
-                         f'fill="{colours[k % 2]}"><title>{escape(name)}: {value}</title></rect>'
+                         f'fill="{colours[k % len(colours)]}"><title>{escape(name)}: {value}</title></rect>'
                          f'<text x="{134 + (width - 190) * value / top:.1f}" y="{y + k * 14 + 10}" class="axis">'
                          f'{value}</text>')
     parts.append("</svg>")
@@ -78,5 +84,39 @@ def scatter(groups: dict[str, list[tuple[float, float]]], title: str, size: int 
                   f'fill-opacity="0.6"/>' for x, y in pts[::step]]
         parts.append(f'<rect x="{10 + k * 120}" y="{size - 14}" width="10" height="10" fill="{colour}"/>'
                      f'<text x="{24 + k * 120}" y="{size - 5}" class="legend">{escape(name)} ({len(pts)})</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def lines(series: dict[str, list[float | None]], labels: list[str], title: str, width: int = 460,
+          height: int = 200) -> str:
+    """One line per series over the same x labels (e.g. held-out loss per round); None leaves a gap."""
+    values = [v for vs in series.values() for v in vs if v is not None and np.isfinite(v)]
+    if not values or not labels:
+        return ""
+    low, high = float(np.min(values)), float(np.max(values))
+    if high == low:
+        low, high = low - 0.5, high + 0.5
+    colours = ["#1f4e79", "#d9822b", "#5b9a68", "#c0504d", "#8064a2", "#4bacc6", "#9b9b3a", "#777777"]
+    left, right, top, bottom = 44, 120, 24, height - 24
+    sx = (width - left - right) / max(len(labels) - 1, 1)
+    y = lambda v: bottom - (bottom - top) * (v - low) / (high - low)  # noqa: E731
+    parts = [f'<svg class="chart" width="{width}" height="{height}" role="img" aria-label="{escape(title)}">',
+             f'<text x="4" y="14" class="chart-title">{escape(title)}</text>',
+             f'<text x="{left - 4}" y="{top + 4}" class="axis" text-anchor="end">{high:.3g}</text>',
+             f'<text x="{left - 4}" y="{bottom}" class="axis" text-anchor="end">{low:.3g}</text>']
+    parts += [f'<text x="{left + i * sx:.1f}" y="{height - 6}" class="axis" text-anchor="middle">{escape(label)}</text>'
+              for i, label in enumerate(labels)]
+    for k, (name, vs) in enumerate(series.items()):
+        colour = colours[k % len(colours)]
+        points = [(left + i * sx, y(v), v) for i, v in enumerate(vs) if v is not None and np.isfinite(v)]
+        if len(points) > 1:
+            path = " ".join(f"{px:.1f},{py:.1f}" for px, py, _ in points)
+            parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" '
+                         f'stroke-width="{2.5 if k == 0 else 1.5}"/>')
+        parts += [f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{colour}"><title>{escape(name)}: {v:.4g}'
+                  f'</title></circle>' for px, py, v in points]
+        parts.append(f'<rect x="{width - right + 8}" y="{top + k * 15}" width="10" height="10" fill="{colour}"/>'
+                     f'<text x="{width - right + 22}" y="{top + 9 + k * 15}" class="legend">{escape(name[:16])}</text>')
     parts.append("</svg>")
     return "".join(parts)

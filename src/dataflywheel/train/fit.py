@@ -120,6 +120,10 @@ def train(records: list[dict], output_dir: str | Path, config: TrainConfig, quie
                              peft_config=lora, callbacks=callbacks,
                              args=DPOConfig(max_length=config.max_length, beta=config.beta,
                                             precompute_ref_log_probs=config.precompute_ref, **common))
+    if quiet:  # without progress bars the Trainer prints every log line instead
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     result = trainer.train()
     trainer.model.save_pretrained(output_dir / "adapter")
     log = trainer.state.log_history
