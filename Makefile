@@ -20,7 +20,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) install --quiet -e '.[models,dev,server]'
+	$(PIP) install --quiet -e '.[models,dev,server,ray]'
 	touch $@
 
 install: $(VENV)/.installed

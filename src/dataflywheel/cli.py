@@ -77,10 +77,15 @@ def run(
     sample: int = typer.Option(20, "--sample", help="Records the dry run uses (its figures are scaled to the input)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1,
                                           help="Processes for CPU-bound steps (default: the recipe's, else one per core)."),
+    executor_kind: Optional[str] = typer.Option(None, "--executor", metavar="local|ray",
+                                                help="Engine (default: the recipe's `executor`, else local)."),
+    address: Optional[str] = typer.Option(None, "--address",
+                                          help="Ray cluster to run on: 'auto' or 'ray://<head>:10001' (implies ray)."),
 ) -> None:
     """Run a recipe: read, apply every step, write the output, rejects and manifest."""
     from dataflywheel.errors import FatalError
-    from dataflywheel.pipeline import LocalExecutor, RecipeError, RunError, load_recipe
+    from dataflywheel.pipeline import RecipeError, RunError, load_recipe
+    from dataflywheel.pipeline.executor_ray import make_executor
 
     try:
         parsed = load_recipe(recipe)
@@ -91,7 +96,9 @@ def run(
     if dry_run:
         _print_estimate(parsed, sample, quiet)
         return
-    executor = LocalExecutor(parsed, output, quiet=quiet, workers=workers)
+    if executor_kind not in (None, "local", "ray"):
+        _fail(f"--executor must be local or ray, got {executor_kind!r}")
+    executor = make_executor(parsed, output, executor=executor_kind, address=address, quiet=quiet, workers=workers)
     try:
         manifest = executor.execute(resume=resume, force=force)
     except RunError as e:

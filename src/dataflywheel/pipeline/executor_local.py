@@ -16,7 +16,8 @@ from typing import Any, Iterable, Iterator
 
 from dataflywheel.errors import DiskFullError, FatalError, out_of_space
 from dataflywheel.io import ReadReject
-from dataflywheel.ops.base import Filter, Generator, Mapper, NoveltyConfig, PoolGenerator, PoolView, Scorer, Selector
+from dataflywheel.ops.base import (Filter, Generator, Mapper, NoveltyConfig, PoolGenerator, PoolView, Scorer, Selection,
+                                    Selector)
 from dataflywheel.pipeline.apply import Item, apply_batch, apply_selection, passed_inputs
 from dataflywheel.pipeline.novelty import PoolNovelty, screen_outputs, screen_round
 from dataflywheel.pipeline.progress import StepProgress
@@ -219,7 +220,7 @@ class LocalEngine:
         writer = run.begin_step(step)
         with self.progress.step(step.name, run.step_record(previous.name)["out"]) as advance:
             try:
-                selection = step.op.select(scan)
+                selection = self._selection(step, source, scan)
             except FatalError:
                 raise
             except Exception as err:  # noqa: BLE001 - a selector decides over all records: it cannot fail one alone
@@ -230,6 +231,10 @@ class LocalEngine:
                 offset += len(rows)
                 advance(len(rows))
         run.finish_step(step, writer)
+
+    def _selection(self, step: Step, source: Path, scan) -> Selection:
+        """The selector's decision over the records of ``source`` (another engine may decide elsewhere)."""
+        return step.op.select(scan)
 
     def _run_batch_generator(self, run: Run, previous: Step, step: Step) -> None:
         """Per input batch: inputs and generated records, each batch a committed part (resumable)."""
@@ -298,12 +303,15 @@ class LocalExecutor:
         self.run_dir = self.books.dir
         self.quiet = quiet
 
+    def _engine(self, progress: StepProgress) -> LocalEngine:
+        return LocalEngine(self.recipe.batch_size, progress, self.workers)
+
     def execute(self, *, resume: bool = False, force: bool = False, report: bool = True) -> dict:
         """Run every step not yet finished; return the manifest."""
         plan = self.books.start(resume=resume, force=force)
         try:
             with StepProgress(quiet=self.quiet) as progress:
-                engine = LocalEngine(self.recipe.batch_size, progress, self.workers)
+                engine = self._engine(progress)
                 self.books.manifest["workers"] = engine.pool.workers
                 engine.run(self.books, plan)
             return self.books.finish(plan, report=report)

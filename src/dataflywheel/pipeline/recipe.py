@@ -98,6 +98,22 @@ class BudgetSpec(_Strict):
     """Money, in the unit of the models' ``price`` (per 1k prompt / completion tokens)."""
 
 
+class RaySpec(_Strict):
+    """Where and how the Ray engine runs (``executor: ray``; install ``dataflywheel[ray]``)."""
+
+    address: str | None = None
+    """An existing cluster: 'auto' (the one this machine belongs to) or 'ray://<head>:10001'; none starts a
+    local one."""
+    actors: int | None = Field(default=None, ge=1)
+    """Workers per model-backed step (each loads the models once); default: the cluster's CPUs, at most 4."""
+    gpus: float = Field(default=0.0, ge=0.0)
+    """GPUs each model-backed worker asks for."""
+    cache: Literal["shared", "merge"] = "shared"
+    """Model-call cache on the workers: 'shared' opens the recipe's cache file (one machine, or a shared file
+    system); 'merge' gives each worker its own cache on its node and merges what it wrote into the run's at the
+    end of each step."""
+
+
 class StepSpec(_Strict):
     op: str
     name: str
@@ -122,14 +138,18 @@ class Recipe(_Strict):
     @classmethod
     def _cache_off(cls, value: Any) -> Any:
         return "off" if value is False else value  # YAML reads a bare `off` as false
+    executor: Literal["local", "ray"] = "local"
+    """Engine: 'local' (this machine's processes) or 'ray' (Ray Data on a cluster; see docs/scaling.md)."""
+    ray: RaySpec = Field(default_factory=RaySpec)
     max_budget: BudgetSpec | None = None
     """Stop the run cleanly once fresh model calls have spent this much; raise it and ``--resume``."""
     steps: list[StepSpec] = Field(default_factory=list)
 
     def fingerprint(self) -> str:
-        """Hash of what decides the output (not the output location, the budget or the workers), to refuse
-        resuming a changed recipe."""
-        decisive = self.model_dump(exclude={"output": {"dir"}, "max_budget": True, "workers": True})
+        """Hash of what decides the output (not the output location, the budget, the workers or the engine), to
+        refuse resuming a changed recipe."""
+        decisive = self.model_dump(exclude={"output": {"dir"}, "max_budget": True, "workers": True,
+                                            "executor": True, "ray": True})
         return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:16]
 
     def build_operators(self, context) -> list[Operator]:

@@ -1,0 +1,277 @@
+"""The Ray engine: the same operators and the same books, with the work done by Ray Data on a cluster.
+
+* Reading the input, and booking every step, stay with the driver's ``Run`` (same checkpoints, ``rejected/``,
+  manifest, invariant, resume by finished step).
+* Filters, mappers and scorers run ``apply_batch`` in ``map_batches`` over the previous checkpoint, one Ray
+  Data block per batch (``batch_size`` records, in order): stateless operators as Ray tasks, operators with
+  models on an actor pool, so a model loads once per actor.
+* Exact and MinHash dedup run distributed (``ray_dedup``); other selectors and the generators run on the
+  driver as the local engine runs them, and the engine logs it (docs/scaling.md lists which).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dataflywheel.errors import FatalError
+from dataflywheel.ops.base import Selection
+from dataflywheel.pipeline.apply import Item
+from dataflywheel.pipeline.executor_local import LocalEngine, LocalExecutor
+from dataflywheel.pipeline.progress import StepProgress
+from dataflywheel.pipeline.ray_apply import ApplyActor, apply_task, operator_blob, raise_fatal
+from dataflywheel.pipeline.recipe import RaySpec
+from dataflywheel.pipeline.run import Run, RunError, Step, add_usage
+from dataflywheel.records import loads
+
+log = logging.getLogger("dataflywheel.ray")
+
+MAX_DEFAULT_ACTORS = 4
+
+
+def _ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as err:
+        raise RunError("executor 'ray' needs Ray Data: pip install 'dataflywheel[ray]'") from err
+    return ray
+
+
+@contextmanager
+def ray_session(spec: RaySpec, quiet: bool, cpus: int | None = None) -> Iterator:
+    """Connect to the cluster (or start a local one), with ordered, quiet-aware Ray Data; disconnect after."""
+    ray = _ray()
+    started = False
+    if not ray.is_initialized():
+        options = {"logging_level": logging.WARNING if quiet else logging.INFO, "log_to_driver": not quiet}
+        if spec.address is None:
+            options.update(include_dashboard=False, num_cpus=cpus)
+        ray.init(address=spec.address, **options)
+        started = True
+    context = ray.data.DataContext.get_current()
+    data_log = logging.getLogger("ray.data")
+    saved = context.execution_options.preserve_order, context.enable_progress_bars, data_log.level
+    context.execution_options.preserve_order = True  # batches come back in the order sent: the same books
+    context.enable_progress_bars = not quiet  # Ray Data's own progress bars are the run's progress
+    if quiet:
+        data_log.setLevel(logging.ERROR)
+    try:
+        yield ray
+    finally:
+        context.execution_options.preserve_order, context.enable_progress_bars, level = saved
+        data_log.setLevel(level)
+        if started:
+            ray.shutdown()
+
+
+def _fatal_in(err: BaseException) -> FatalError | None:
+    """The ``FatalError`` a Ray worker raised, found in the exceptions that wrap it."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, FatalError) and not type(err).__module__.startswith("ray."):
+            return err
+        err = getattr(err, "cause", None) or err.__cause__
+    return None
+
+
+def checkpoint_dataset(ray, source: Path, size: int, columns: tuple[str, ...], position: bool = False):
+    """A checkpoint as a Ray dataset of ``size``-record blocks, in order, numbered (``batch``) and, when asked,
+    with each record's ``position``. The driver reads it and puts the blocks in the object store, so workers
+    need no access to the run directory."""
+    refs, number, offset = [], 0, 0
+    pending: list[pa.RecordBatch] = []
+    held = 0
+
+    def block(batches: list[pa.RecordBatch]) -> pa.Table:
+        table = pa.Table.from_batches(batches).combine_chunks()
+        table = table.append_column("batch", pa.array([number] * table.num_rows, pa.int64()))
+        if position:
+            table = table.append_column("position", pa.array(range(offset, offset + table.num_rows), pa.int64()))
+        return table
+
+    for batch in pq.ParquetFile(source).iter_batches(batch_size=size, columns=list(columns)):
+        pending.append(batch)
+        held += batch.num_rows
+        while held >= size:
+            table = pa.Table.from_batches(pending).combine_chunks()
+            head, rest = table.slice(0, size), table.slice(size)
+            refs.append(ray.put(block(head.to_batches())))
+            number, offset = number + 1, offset + size
+            pending, held = rest.to_batches(), rest.num_rows
+    if held:
+        refs.append(ray.put(block(pending)))
+    return ray.data.from_arrow_refs(refs) if refs else None
+
+
+class RayEngine(LocalEngine):
+    """Runs a plan with Ray Data; the books are the driver's ``Run``."""
+
+    name = "ray"
+
+    def __init__(self, batch_size: int, progress: StepProgress, spec: RaySpec, fingerprint: str, quiet: bool,
+                 workers: int | None = None):
+        super().__init__(batch_size, progress, workers)
+        self.spec, self.fingerprint, self.quiet = spec, fingerprint, quiet
+        self.ray = None
+        self._how: dict[str, dict] = {}  # per selector step: where it ran, its shuffles
+
+    def run(self, run: Run, plan: list[Step]) -> None:
+        with ray_session(self.spec, self.quiet, self.pool.workers) as ray:
+            self.ray = ray
+            super().run(run, plan)
+
+    def cpus(self) -> int:
+        return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+
+    # ---- record-by-record steps ------------------------------------------------------------------
+
+    def _run_stream(self, run: Run, previous: Step | None, group: list[Step]) -> None:
+        if group[0].op is None:  # reading the input: the driver reads and books it, as the local engine does
+            super()._run_stream(run, previous, group[:1])
+            previous, group = group[0], group[1:]
+        for step in group:
+            self._ray_step(run, previous, step)
+            previous = step
+
+    def _ray_step(self, run: Run, previous: Step, step: Step) -> None:
+        op, started = step.op, time.perf_counter()
+        writer = run.begin_step(step)
+        data = checkpoint_dataset(self.ray, run.checkpoint_of(previous), self.size, ("origin", "record"))
+        usage: dict = {}
+        workers: dict[int, int] = {}
+        cache_rows: list = []
+        if data is not None:
+            options = {"token": uuid.uuid4().hex, "blob": operator_blob(op), "step": step.name,
+                       "cache": self.spec.cache, "fingerprint": self.fingerprint}
+            if op.uses_models():
+                actors = self.spec.actors or min(self.cpus(), MAX_DEFAULT_ACTORS)
+                # one batch in flight per actor: a model-bound batch keeps its actor busy, so batches spread
+                pool = self.ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1)
+                data = data.map_batches(ApplyActor, fn_constructor_kwargs=options, batch_size=None,
+                                        batch_format="pyarrow", compute=pool, num_cpus=1,
+                                        num_gpus=self.spec.gpus or None)
+            else:
+                data = data.map_batches(apply_task, fn_kwargs=options, batch_size=None, batch_format="pyarrow")
+            for stats in self._book_results(data, writer, op):
+                usage = add_usage(usage, stats["usage"])
+                workers[stats["pid"]] = stats["setups"]
+                cache_rows.extend(stats.get("cache", ()))
+        if cache_rows and run.cache is not None:  # per-worker caches, merged into the run's at the end of the step
+            run.cache.put_many([tuple(row) for row in cache_rows])
+        record = run.finish_step(step, writer, time.perf_counter() - started, usage)
+        record["ray"] = {"runs_on": "actors" if op.uses_models() else "tasks", "workers": len(workers),
+                         "setups": sum(workers.values())}
+        run.dir.write_manifest(run.manifest)
+
+    def _book_results(self, data, writer, op) -> Iterator[dict]:
+        """Book the items of each batch, in order; yield each batch's statistics."""
+        rows: list[dict] = []
+        try:
+            for table in data.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for row in table.to_pylist():
+                    if rows and row["batch"] != rows[0]["batch"]:
+                        yield self._book_batch(rows, writer, op)
+                        rows = []
+                    rows.append(row)
+            if rows:
+                yield self._book_batch(rows, writer, op)
+        except Exception as err:  # noqa: BLE001 - a worker's FatalError arrives wrapped by Ray; anything else is a bug
+            fatal = _fatal_in(err)
+            if fatal is not None:
+                raise fatal from err
+            raise
+
+    @staticmethod
+    def _book_batch(rows: list[dict], writer, op) -> dict:
+        stats = json.loads(rows[0]["stats"])
+        raise_fatal(stats)
+        inputs: list = [None] * stats["n"]
+        items = []
+        for row in rows:
+            if row["position"] == -2:  # an operator that returned nothing for the batch
+                continue
+            position = None if row["position"] < 0 else row["position"]
+            if row["reason"] is None and row["record"] is not None and position is not None:
+                # a kept record: its JSON text is known, so the books need only its id (no parsing here)
+                record = {"id": row["id"]}
+                text = row["record"]
+            else:
+                record = loads(row["record"]) if row["record"] is not None else None
+                text = None
+            if position is not None:
+                inputs[position] = (record, row["origin"], text)
+            items.append(Item(record, position, row["reason"], row["raw"] or "", row["error"]))
+        if any(entry is None for entry in inputs):
+            raise RunError(f"a Ray worker returned no outcome for some records of batch {rows[0]['batch']}")
+        op.counters.update(stats["counters"])
+        writer.add(items, inputs)
+        return stats
+
+    # ---- selectors -------------------------------------------------------------------------------
+
+    def _run_selector(self, run: Run, previous: Step, step: Step) -> None:
+        self._how[step.name] = {"runs_on": "driver"}
+        super()._run_selector(run, previous, step)
+        run.step_record(step.name)["ray"] = self._how.pop(step.name)
+        run.dir.write_manifest(run.manifest)
+
+    def _selection(self, step: Step, source: Path, scan) -> Selection:
+        from dataflywheel.pipeline.ray_dedup import distributed_selection
+
+        data = checkpoint_dataset(self.ray, source, self.size, ("record",), position=True)
+        if data is not None:
+            try:
+                found = distributed_selection(step.op, data, self.cpus())
+            except Exception as err:  # noqa: BLE001 - a worker's FatalError arrives wrapped by Ray
+                fatal = _fatal_in(err)
+                if fatal is not None:
+                    raise fatal from err
+                raise
+            if found is not None:
+                selection, self._how[step.name] = found
+                return selection
+            log.warning("step %s (%s) has no distributed form on Ray: its selector runs on the driver over the "
+                        "collected records", step.name, step.op.name)
+        return super()._selection(step, source, scan)
+
+    def _run_batch_generator(self, run: Run, previous: Step, step: Step) -> None:
+        log.warning("step %s (%s): generators run on the driver under the Ray engine", step.name, step.op.name)
+        super()._run_batch_generator(run, previous, step)
+
+    def _run_pool_generator(self, run: Run, previous: Step, step: Step) -> None:
+        log.warning("step %s (%s): generators run on the driver under the Ray engine", step.name, step.op.name)
+        super()._run_pool_generator(run, previous, step)
+
+
+class RayExecutor(LocalExecutor):
+    """Runs a validated recipe with Ray: a Run keeps the books, the RayEngine moves the batches."""
+
+    def __init__(self, recipe, run_dir=None, *, address: str | None = None, **options):
+        super().__init__(recipe, run_dir, **options)
+        self.spec = recipe.ray.model_copy(update={"address": address}) if address else recipe.ray
+
+    def _engine(self, progress: StepProgress) -> RayEngine:
+        _ray()  # say what to install before any work
+        self.books.manifest["executor"] = "ray"
+        return RayEngine(self.recipe.batch_size, progress, self.spec, self.recipe.fingerprint(), self.quiet,
+                         self.workers)
+
+
+def make_executor(recipe, run_dir=None, *, executor: str | None = None, address: str | None = None,
+                  **options) -> LocalExecutor:
+    """The executor a recipe asks for (``executor``/``address`` given on the command line win; an address
+    alone means Ray)."""
+    kind = executor or ("ray" if address else recipe.executor)
+    if kind == "ray":
+        return RayExecutor(recipe, run_dir, address=address, **options)
+    return LocalExecutor(recipe, run_dir, **options)

@@ -1,0 +1,168 @@
+"""What Ray workers run for a batch step: ``apply_batch``, as every engine does, on one batch as an Arrow table.
+
+A batch comes in as ``(batch, origin, record)`` rows and goes out as one row per ``Item`` (see ``ITEM_SCHEMA``);
+the first row of a batch also carries the batch's statistics (the operator's counters, the model usage, the
+worker's process id and how many times it set the operator up, and, with a merged cache, the cache entries it
+wrote), so the driver books the step exactly as the local engine would. Operators travel pickled with the
+driver's import path (plugin modules import on workers too) and are set up once per worker process.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pickle
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+
+from dataflywheel.errors import FatalError
+from dataflywheel.models.cache import CallCache
+from dataflywheel.ops.base import Operator
+from dataflywheel.pipeline.apply import apply_batch
+from dataflywheel.records import dumps, loads
+
+ITEM_SCHEMA = pa.schema([("batch", pa.int64()), ("position", pa.int64()), ("origin", pa.string()),
+                         ("same", pa.bool_()), ("id", pa.string()), ("record", pa.string()), ("reason", pa.string()),
+                         ("raw", pa.string()), ("error", pa.bool_()), ("stats", pa.string())])
+"""One row per item: ``position`` -1 for a generated record (-2: a row with a batch's statistics only); ``same``:
+the input record, unchanged. A ``FatalError`` comes back as a batch's statistics (``fatal``), not raised: Ray
+would pass on only its text, and the run must stop with the error itself."""
+
+_SETUPS: Counter = Counter()  # in a worker: how many times each operator (by token) was set up
+_OPS: dict[str, Operator] = {}
+
+
+class RecordingCache(CallCache):
+    """A worker's own call cache on its node that also remembers what it wrote, for the driver to merge."""
+
+    def __init__(self, path: str | Path):
+        super().__init__(path)
+        self.written: list[tuple[str, str, str, object]] = []
+
+    def put_many(self, items) -> None:
+        items = list(items)
+        super().put_many(items)
+        self.written.extend(items)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self.written = []
+
+    def drain(self) -> list:
+        out, self.written = self.written, []
+        return out
+
+
+def node_cache_path(fingerprint: str) -> Path:
+    return Path(tempfile.gettempdir()) / "dataflywheel-ray-cache" / f"{fingerprint}.sqlite"
+
+
+def load_operator(token: str, blob: bytes, cache: str, fingerprint: str) -> Operator:
+    """The operator of ``token`` in this process: unpickled and set up on first use."""
+    op = _OPS.get(token)
+    if op is None:
+        path, inner = pickle.loads(blob)
+        sys.path.extend(p for p in path if p not in sys.path)
+        op = pickle.loads(inner)
+        if cache == "merge" and op.context is not None and op.context.models.cache is not None:
+            op.context.models.cache = RecordingCache(node_cache_path(fingerprint))
+        op.setup()
+        _SETUPS[token] += 1
+        _OPS[token] = op
+    return op
+
+
+def operator_blob(op: Operator) -> bytes:
+    return pickle.dumps((list(sys.path), pickle.dumps(op)))
+
+
+def apply_table(table: pa.Table, op: Operator, step: str, token: str) -> pa.Table:
+    """Apply ``op`` to each batch of ``table`` (rows of several batches may share a block)."""
+    batches = table.column("batch").to_pylist()
+    origins = table.column("origin").to_pylist()
+    texts = table.column("record").to_pylist()
+    out: dict[str, list] = {f.name: [] for f in ITEM_SCHEMA}
+    start = 0
+    while start < len(batches):
+        end = start
+        while end < len(batches) and batches[end] == batches[start]:
+            end += 1
+        try:
+            _apply_one(op, step, token, batches[start], origins[start:end], texts[start:end], out)
+        except FatalError as err:  # sent back as the batch's outcome: Ray would keep only its text
+            _row(out, batches[start], -2, {"n": end - start, "fatal": base64.b64encode(_pickled(err)).decode()})
+            break
+        start = end
+    return pa.table(out, schema=ITEM_SCHEMA)
+
+
+def _apply_one(op: Operator, step: str, token: str, number: int, origins: list, texts: list, out: dict) -> None:
+    models = op.context.models if op.context is not None else None
+    before = models.usage() if models is not None else {}
+    op.counters = Counter()
+    batch = [loads(t) for t in texts]
+    items = apply_batch(op, step, batch)
+    from dataflywheel.pipeline.run import usage_delta
+
+    stats = {"n": len(batch), "counters": dict(op.counters), "pid": os.getpid(), "setups": _SETUPS[token],
+             "usage": usage_delta(before, models.usage()) if models is not None else {}}
+    cache = models.cache if models is not None else None
+    if isinstance(cache, RecordingCache):
+        stats["cache"] = cache.drain()
+    for n, item in enumerate(items):
+        same = item.position is not None and item.record is batch[item.position]
+        out["batch"].append(number)
+        out["position"].append(-1 if item.position is None else item.position)
+        out["origin"].append(None if item.position is None else origins[item.position])
+        out["same"].append(same)
+        out["id"].append(item.record["id"] if item.record is not None else None)
+        out["record"].append(texts[item.position] if same else (dumps(item.record) if item.record is not None
+                                                                 else None))
+        out["reason"].append(item.reason)
+        out["raw"].append(item.raw)
+        out["error"].append(item.error)
+        out["stats"].append(json.dumps(stats) if n == 0 else None)
+    if not items:  # nothing to carry the statistics: one empty row says the batch was seen
+        _row(out, number, -2, stats)
+
+
+def _row(out: dict, number: int, position: int, stats: dict) -> None:
+    """A row that carries only a batch's statistics (``position`` -2)."""
+    for name, value in (("batch", number), ("position", position), ("origin", None), ("same", False), ("id", None),
+                        ("record", None), ("reason", None), ("raw", ""), ("error", False),
+                        ("stats", json.dumps(stats))):
+        out[name].append(value)
+
+
+def _pickled(err: BaseException) -> bytes:
+    try:
+        return pickle.dumps(err)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return pickle.dumps(FatalError(f"{type(err).__name__}: {err}"))
+
+
+def raise_fatal(stats: dict) -> None:
+    """In the driver: raise the FatalError a worker sent back, as it was raised there."""
+    if "fatal" in stats:
+        raise pickle.loads(base64.b64decode(stats["fatal"]))
+
+
+def apply_task(table: pa.Table, *, token: str, blob: bytes, step: str, cache: str, fingerprint: str) -> pa.Table:
+    """A stateless operator's batch, as a Ray task (the operator is set up once per worker process)."""
+    return apply_table(table, load_operator(token, blob, cache, fingerprint), step, token)
+
+
+class ApplyActor:
+    """A model-backed operator on a Ray actor: set up (its models loaded) once, then batch after batch."""
+
+    def __init__(self, token: str, blob: bytes, step: str, cache: str, fingerprint: str):
+        self.token, self.step = token, step
+        self.op = load_operator(token, blob, cache, fingerprint)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return apply_table(table, self.op, self.step, self.token)

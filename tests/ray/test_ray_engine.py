@@ -1,0 +1,163 @@
+"""The Ray engine against the local engine: same kept records, same rejects with reasons, same books."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import yaml
+
+from dataflywheel.pipeline import LocalExecutor, parse_recipe
+from dataflywheel.pipeline.executor_ray import RayExecutor
+from dataflywheel.pipeline.run_dir import read_table
+from tests.conftest import EXAMPLE_DATA, REPO, write_jsonl
+from tests.ray.plugins import ServerGone
+
+
+def _recipe(name: str, tmp_path, rows: list[str], **changes) -> dict:
+    data = yaml.safe_load((REPO / "examples" / "recipes" / f"{name}.yaml").read_text())
+    data["input"]["path"] = str(write_jsonl(tmp_path / "input.jsonl", rows))
+    data.update(changes)
+    return data
+
+
+def _run(cls, data: dict, tmp_path, label: str, **options) -> tuple[dict, dict]:
+    data = {**data, "output": {**data["output"], "dir": str(tmp_path / label)}}
+    data.setdefault("cache", str(tmp_path / f"{label}.sqlite"))
+    executor = cls(parse_recipe(data, label), quiet=True, **options)
+    manifest = executor.execute(report=False)
+    root = executor.run_dir.root
+    final = sorted((root / "checkpoints").glob("*.parquet"))[-1]
+    kept = {row["id"]: json.loads(row["record"]) for row in read_table(final).to_pylist()}
+    rejects = sorted((r["step"], r["origin"], r["reason"]) for path in sorted((root / "rejected").glob("*.parquet"))
+                     for r in read_table(path).to_pylist())
+    return manifest, {"kept": kept, "rejects": rejects}
+
+
+def _books(manifest: dict) -> list[tuple]:
+    return [(s["name"], s["in"], s["out"], s["rejected"], s.get("counters")) for s in manifest["steps"]]
+
+
+def _perturbed(rows: list[str], copies: int, seed: int = 0) -> list[str]:
+    """Each row, then chains of near copies of it: every copy changes three words of the one before."""
+    rng = random.Random(seed)
+    out = []
+    for line in rows:
+        out.append(line)
+        row = json.loads(line)
+        for _ in range(copies):
+            words = row["output"].split()
+            for _ in range(3):
+                words[rng.randrange(len(words))] = rng.choice(["alpha", "beta", "gamma", "delta"])
+            row = {**row, "output": " ".join(words)}
+            out.append(json.dumps(row))
+    return out
+
+
+def test_dedup_recipe_same_on_ray(ray_cluster, tmp_path):
+    lines = EXAMPLE_DATA.read_text(encoding="utf-8").splitlines()
+    long = [line for line in lines if len(json.loads(line)["output"].split()) >= 60][:12]
+    data = _recipe("dedup", tmp_path, _perturbed(long, 3) + lines[:40] + lines[:5])  # + 5 exact copies
+    local, ray = _run(LocalExecutor, data, tmp_path, "local")[1], _run(RayExecutor, data, tmp_path, "ray")
+    manifest, ray = ray
+    assert ray["kept"] == local["kept"]  # ids and whole records: the cluster notes in meta too
+    assert ray["rejects"] == local["rejects"]
+    reasons = [r for _, _, r in local["rejects"]]
+    assert sum(r.startswith("exact duplicate") for r in reasons) >= 5
+    assert sum(r.startswith("near duplicate") for r in reasons) >= 20
+    sizes = [r["meta"]["minhash_cluster_size"] for r in local["kept"].values() if "minhash_cluster_size" in r["meta"]]
+    assert max(sizes) >= 3  # chains: components joined over more than one edge
+    steps = {s["name"]: s for s in manifest["steps"]}
+    assert steps["minhash_dedup"]["ray"]["label_rounds"] >= 2
+    assert steps["normalize"]["ray"]["runs_on"] == "tasks"
+    assert manifest["status"] == "finished"
+
+
+@pytest.mark.model
+def test_clean_recipe_same_on_ray(ray_cluster, tmp_path):
+    """Heuristic filters as tasks, exact and MinHash dedup distributed, SemDeDup on the driver (logged)."""
+    lines = EXAMPLE_DATA.read_text(encoding="utf-8").splitlines()[:60]
+    data = _recipe("clean", tmp_path, lines + lines[:3])
+    local_manifest, local = _run(LocalExecutor, data, tmp_path, "local")
+    manifest, ray = _run(RayExecutor, data, tmp_path, "ray")
+    assert ray["kept"] == local["kept"]
+    assert ray["rejects"] == local["rejects"]
+    assert _books(manifest) == _books(local_manifest)
+    steps = {s["name"]: s for s in manifest["steps"]}
+    assert steps["semantic_dedup"]["ray"]["runs_on"] == "driver"
+    assert steps["exact_dedup"]["ray"]["runs_on"] == "shuffle"
+
+
+@pytest.mark.model
+def test_select_recipe_same_on_ray_with_scorer_on_actor_pool(ray_cluster, tmp_path):
+    lines = EXAMPLE_DATA.read_text(encoding="utf-8").splitlines()[:30]
+    data = _recipe("select", tmp_path, lines)
+    data["steps"][4]["max_answer_tokens"] = 48
+    data["models"]["default"]["options"] = {"threads": 1}
+    data["ray"] = {"actors": 2, "cache": "merge"}
+    data["batch_size"] = 4  # several batches, so both actors get some
+    local_manifest, local = _run(LocalExecutor, data, tmp_path, "local")
+    manifest, ray = _run(RayExecutor, data, tmp_path, "ray")
+    assert sorted(ray["kept"]) == sorted(local["kept"])
+    assert ray["rejects"] == local["rejects"]
+    for key, record in local["kept"].items():
+        assert ray["kept"][key]["scores"]["ifd"] == pytest.approx(record["scores"]["ifd"], rel=1e-4)
+    ifd = next(s for s in manifest["steps"] if s["name"] == "ifd")
+    assert ifd["ray"] == {"runs_on": "actors", "workers": 2, "setups": 2}  # the model loaded once per actor
+    assert sum(m["calls"] for m in ifd["models"].values()) > 0
+    # the workers' caches were merged into the run's: a local run on it is served from the cache
+    from dataflywheel.models.cache import CallCache
+
+    assert CallCache(tmp_path / "ray.sqlite").stats()["entries"] > 0
+    again, _ = _run(LocalExecutor, {**data, "cache": str(tmp_path / "ray.sqlite")}, tmp_path, "again")
+    usage = next(s for s in again["steps"] if s["name"] == "ifd")["models"]
+    assert sum(m.get("cache_hits", 0) for m in usage.values()) > 0
+    assert sum(m.get("calls", 0) for m in usage.values()) == 0  # calls counts fresh calls only
+
+
+def test_resume_on_ray_continues_from_the_last_finished_step(ray_cluster, tmp_path):
+    lines = EXAMPLE_DATA.read_text(encoding="utf-8").splitlines()[:50]
+    data = _recipe("dedup", tmp_path, lines + lines[:4])
+    manifest, first = _run(RayExecutor, data, tmp_path, "run")
+    root = tmp_path / "run"
+    kept_step = root / "checkpoints" / "01-normalize.parquet"
+    stamp = kept_step.stat().st_mtime_ns
+    # as if killed during the last step: it is not in the manifest and its files are half written
+    manifest["steps"] = [s for s in manifest["steps"] if s["name"] != "minhash_dedup"]
+    manifest["status"] = "stopped"
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    for path in root.glob("*/03-minhash_dedup.parquet"):
+        path.rename(path.with_name(path.name + ".tmp"))
+    data = {**data, "output": {**data["output"], "dir": str(root)}, "cache": str(tmp_path / "run.sqlite")}
+    resumed = RayExecutor(parse_recipe(data), quiet=True).execute(resume=True, report=False)
+    assert resumed["status"] == "finished" and resumed["resumed"] == 1
+    assert kept_step.stat().st_mtime_ns == stamp  # finished steps were not run again
+    final = read_table(root / "checkpoints" / "03-minhash_dedup.parquet").column("id").to_pylist()
+    assert sorted(final) == sorted(first["kept"])
+
+
+def test_fatal_error_in_a_ray_worker_stops_the_run_resumably(ray_cluster, tmp_path):
+    rows = EXAMPLE_DATA.read_text(encoding="utf-8").splitlines()[:20]
+    data = {"input": {"path": str(write_jsonl(tmp_path / "in.jsonl", rows))}, "plugins": ["tests.ray.plugins"],
+            "output": {"dir": str(tmp_path / "run")}, "steps": [{"op": "test.fail_at"}], "cache": "off"}
+    with pytest.raises(ServerGone, match="server is gone"):
+        RayExecutor(parse_recipe(data), quiet=True).execute(report=False)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "stopped"
+    assert not list((tmp_path / "run" / "rejected").glob("01-*.parquet"))  # nothing rejected for it
+
+
+def test_executor_from_recipe_and_command_line(tmp_path):
+    from dataflywheel.pipeline.executor_ray import make_executor
+
+    data = {"input": {"path": str(EXAMPLE_DATA)}, "output": {"dir": str(tmp_path / "run")}, "steps": []}
+    local = parse_recipe(data)
+    assert type(make_executor(local)) is LocalExecutor
+    assert type(make_executor(local, executor="ray")) is RayExecutor
+    assert make_executor(local, address="ray://head:10001").spec.address == "ray://head:10001"
+    on_ray = parse_recipe({**data, "executor": "ray", "ray": {"address": "auto"}})
+    assert type(make_executor(on_ray)) is RayExecutor
+    assert on_ray.fingerprint() == local.fingerprint()  # a run may be resumed on the other engine
+    with pytest.raises(Exception, match="executor"):
+        parse_recipe({**data, "executor": "spark"})
