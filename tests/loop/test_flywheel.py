@@ -83,13 +83,21 @@ def test_every_problem_of_a_loop_recipe_is_reported_at_once(tmp_path):
     data["synthesize"] = [{"op": "select.exact_dedup"}]
     data["distill"] = [{"op": "distill.no_such_op"}]
     data["evaluate"] = {"heldout": {"path": str(tmp_path / "missing.jsonl")}}
+    data["models"]["teacher"] = {"backend": "openai", "model": "gpt-4o"}
+    data["loop"]["trained_roles"] = ["default", "teacher"]
     with pytest.raises(RecipeError) as err:
         parse_loop_recipe(data)
     message = str(err.value)
     for expected in ("select: step 1 (select.length_filter): field 'min_response_wrds'",
                      "synthesize step 1 (select.exact_dedup): a selector, not a generator",
-                     "distill: step 1 (distill.no_such_op)", "evaluate.heldout: file not found"):
+                     "distill: step 1 (distill.no_such_op)", "evaluate.heldout: file not found",
+                     "loop.trained_roles: role 'teacher' is openai:gpt-4o"):
         assert expected in message, message
+    assert "role 'default'" not in message  # the trained model itself may take its adapter
+    data = recipe_data(tmp_path)
+    data["steer"] = {"category": None}
+    with pytest.raises(RecipeError, match="name the categories"):
+        parse_loop_recipe(data)
 
 
 def test_a_second_loop_in_the_same_directory_needs_resume_or_force(tmp_path):

@@ -55,6 +55,8 @@ class SteerSpec(_Strict):
     def _one_source(self) -> "SteerSpec":
         if self.clusters is not None:
             self.category = None
+        elif not self.category:
+            raise ValueError("name the categories: a meta field (category: FIELD) or embedding clusters (clusters: K)")
         return self
 
 
@@ -129,6 +131,18 @@ def _generator_problems(steps: list[dict]) -> list[str]:
     return problems
 
 
+def _trained_role_problems(recipe: LoopRecipe) -> list[str]:
+    """A role that takes the trained adapter must be the trained model, run by the transformers backend."""
+    problems = []
+    for role in recipe.loop.trained_roles:
+        spec = recipe.models.get(role) or {"backend": "transformers", "model": recipe.train.model}
+        if spec.get("backend", "transformers") != "transformers" or spec.get("model", "smollm2") != recipe.train.model:
+            problems.append(f"loop.trained_roles: role {role!r} is {spec.get('backend', 'transformers')}:"
+                            f"{spec.get('model', 'smollm2')}, but the adapter is trained on transformers:"
+                            f"{recipe.train.model} (give the role that model, or leave it out of trained_roles)")
+    return problems
+
+
 def parse_loop_recipe(data: Any, source: str = "loop recipe") -> LoopRecipe:
     """Validate a loop recipe mapping; raise RecipeError listing every problem (stage, step and field)."""
     if not isinstance(data, dict):
@@ -153,6 +167,7 @@ def parse_loop_recipe(data: Any, source: str = "loop recipe") -> LoopRecipe:
                 problems += _generator_problems(steps)
         if not any(getattr(recipe, stage) for stage in STAGES):
             problems.append("no steps: give at least one step under select, enhance, synthesize or distill")
+        problems += _trained_role_problems(recipe)
         if not Path(recipe.evaluate.heldout.path).exists():
             problems.append(f"evaluate.heldout: file not found: {recipe.evaluate.heldout.path}")
     if problems:
