@@ -49,7 +49,7 @@ def recipe_data(tmp_path: Path, name: str = "loop") -> dict:
                             "check_max_tokens": 3}],
             "distill": [{"op": "enhance.normalize"}],
             "train": {"max_steps": 2, "batch_size": 2, "max_length": 128, "learning_rate": 1e-3},
-            "evaluate": {"heldout": {"path": str(heldout)}},
+            "evaluate": {"heldout": {"path": str(heldout)}, "max_answer_tokens": 64},
             "steer": {"category": "dataset", "weakest": 1, "boost": 2.0, "seeds": 1, "target": 1},
             "loop": {"rounds": 2}}
 

@@ -32,6 +32,8 @@ class EvaluateSpec(_Strict):
     """Held-out instructions with reference answers (never trained on); their categories are what steering sees."""
     limit: int | None = Field(default=None, ge=1)
     """Only the first N held-out records."""
+    max_answer_tokens: int | None = Field(default=None, ge=1)
+    """Score only the first N tokens of each reference answer (faster on a CPU; every round the same)."""
 
 
 class SteerSpec(_Strict):

@@ -375,7 +375,15 @@ class Flywheel:
         registry = ModelRegistry({"eval": spec}, None if self.recipe.cache == "off" else CallCache(self.recipe.cache),
                                  self.quiet)
         try:
-            loss = reference_loss(registry.llm("eval"), records)
+            llm = registry.llm("eval")
+            cut = self.recipe.evaluate.max_answer_tokens
+            if cut:
+                from dataflywheel.ops.score.ifd import truncate
+                from dataflywheel.records import prompt_turns, response_text
+
+                records = [{**r, "messages": prompt_turns(r) + [
+                    {"role": "assistant", "content": truncate(llm, response_text(r), cut)}]} for r in records]
+            loss = reference_loss(llm, records)
         finally:
             registry.close()
         categories = self._categories(records)
