@@ -13,10 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dataflywheel.pipeline.recipe import InputSpec, RecipeError, parse_recipe
+from dataflywheel.pipeline.recipe import InputSpec, RecipeError, parse_recipe, read_yaml
 from dataflywheel.train.fit import TrainConfig
 
 STAGES = ("select", "enhance", "synthesize", "distill")
@@ -179,11 +178,4 @@ def parse_loop_recipe(data: Any, source: str = "loop recipe") -> LoopRecipe:
 
 def load_loop_recipe(path: str | Path) -> LoopRecipe:
     """Read and validate a loop recipe YAML file."""
-    path = Path(path)
-    if not path.exists():
-        raise RecipeError(f"recipe not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise RecipeError(f"{path}: invalid YAML: {err}") from err
-    return parse_loop_recipe(data, str(path))
+    return parse_loop_recipe(read_yaml(path), str(path))

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import pyarrow as pa
 
-from dataflywheel.algorithms.minhash import band_keys, optimal_bands
+from dataflywheel.algorithms.minhash import band_keys, estimated_jaccard, optimal_bands
 from dataflywheel.ops.base import Selection
 from dataflywheel.ops.select.exact_dedup import ExactDedup
 from dataflywheel.ops.select.minhash_dedup import MinHashDedup, sign_batch
@@ -123,14 +123,6 @@ def _band_rows(table: pa.Table, cfg, bands: int, rows: int, parts: int) -> pa.Ta
     })
 
 
-def _jaccard(sigs: np.ndarray, left: np.ndarray, right: np.ndarray, block: int = 65536) -> np.ndarray:
-    out = np.empty(len(left), dtype=np.float64)
-    for start in range(0, len(left), block):
-        stop = start + block
-        out[start:stop] = (sigs[left[start:stop]] == sigs[right[start:stop]]).mean(axis=1)
-    return out
-
-
 def _verify_part(table: pa.Table, threshold: float, check: bool, num_perm: int) -> pa.Table:
     """Verified edges of the buckets in one partition: each member against the bucket's first member; a member
     that fails, against every other member of its bucket (``algorithms/minhash.verified_links`` per bucket)."""
@@ -150,7 +142,7 @@ def _verify_part(table: pa.Table, threshold: float, check: bool, num_perm: int) 
     start_of, size_of = np.repeat(starts, sizes), np.repeat(sizes, sizes)
     members = np.flatnonzero(np.arange(m) != start_of)
     heads = start_of[members]
-    similar = _jaccard(sigs, members, heads) if check else np.ones(len(members))
+    similar = estimated_jaccard(sigs, members, heads) if check else np.ones(len(members))
     failed = members[similar < threshold]
     counts = size_of[failed] - 1
     offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -158,7 +150,7 @@ def _verify_part(table: pa.Table, threshold: float, check: bool, num_perm: int) 
     mine = np.repeat(failed, counts)
     mine, others = mine[others != mine], others[others != mine]
     left, right = np.concatenate([members, mine]), np.concatenate([heads, others])
-    sims = np.concatenate([similar, _jaccard(sigs, mine, others)])
+    sims = np.concatenate([similar, estimated_jaccard(sigs, mine, others)])
     keep = sims >= threshold
     left, right, sims = left[keep], right[keep], sims[keep]
     return pa.table({"u": position[left], "v": position[right], "sim": sims, "id_u": ids[left].tolist(),

@@ -291,13 +291,17 @@ def _input_scores(recipe: Recipe) -> set[str] | None:
         return None
 
 
-def load_recipe(path: str | Path, *, allow_no_input: bool = False) -> Recipe:
-    """Read and validate a YAML recipe file (``yaml.safe_load``: no tag can build a Python object)."""
+def read_yaml(path: str | Path) -> Any:
+    """The data of a YAML recipe file (``yaml.safe_load``: no tag can build a Python object)."""
     path = Path(path)
     if not path.exists():
         raise RecipeError(f"recipe not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise RecipeError(f"{path}: invalid YAML: {err}") from err
-    return parse_recipe(data, str(path), allow_no_input=allow_no_input)
+
+
+def load_recipe(path: str | Path, *, allow_no_input: bool = False) -> Recipe:
+    """Read and validate a YAML recipe file."""
+    return parse_recipe(read_yaml(path), str(path), allow_no_input=allow_no_input)
