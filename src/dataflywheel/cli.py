@@ -16,7 +16,7 @@ from dataflywheel.io import FORMATS, PREFERENCE_CHOICES, READ_FORMATS
 from dataflywheel.io.files import WRITE_TYPES
 from dataflywheel.io.layouts import LAYOUTS
 
-app = typer.Typer(help="dataflywheel: select, enhance and synthesize LLM post-training data.",
+app = typer.Typer(help="dataflywheel: select, enhance, synthesize, distill and evolve LLM post-training data; `flywheel loop` turns the flywheel.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 out = Console()
 err = Console(stderr=True)

@@ -110,6 +110,10 @@ def test_a_second_loop_in_the_same_directory_needs_resume_or_force(tmp_path):
         run_loop(recipe, quiet=True)
     with pytest.raises(LoopError, match="different recipe"):
         run_loop(recipe, resume=True, quiet=True)
+    # the round budget is not part of what a resume must match: --resume --rounds N extends a loop
+    more = parse_loop_recipe({**data, "loop": {"rounds": 5}})
+    assert more.fingerprint() == recipe.fingerprint()
+    assert parse_loop_recipe({**data, "seed": 4}).fingerprint() != recipe.fingerprint()
 
 
 # ---- real rounds -------------------------------------------------------------------------------------
