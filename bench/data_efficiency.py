@@ -47,7 +47,10 @@ RESULTS = ROOT / "bench" / "data_efficiency_results"
 WORK = ROOT / "bench" / "results" / "data_efficiency"
 REFERENCE_MODEL = "gpt4_1106_preview"
 METHODS = ("longest", "ifd", "ask_llm", "judge", "density", "deita", "less", "combo")
-ARMS = ["base", "random5", "random10", "full"] + [f"{m}{p}" for m in METHODS for p in (5, 10)]
+ARMS = ["base", "random5", "random10", "full"] + [f"{m}{p}" for m in METHODS for p in (5, 10)] + ["flywheel10"]
+FLYWHEEL_SELECTION = "length"
+"""The flywheel arm's select stage: the score of the best one-shot 10% arm measured since issue 13's fixes when the
+arm was added (longest10; the scorer arms await their re-run)."""
 COMBO = {"ifd": 1.0, "ask_llm": 1.0, "length": 1.0}
 """Our combination, fixed before any arm ran: equal-weight z-scores of IFD, Ask-LLM p(yes) and answer length."""
 BEFORE = RESULTS / "before_issue13"
@@ -122,8 +125,16 @@ def save_json(path: Path, protocol: dict, payload: dict) -> dict:
 
 # ---------------------------------------------------------------- scoring
 
-def compute_scores(pool, targets, protocol: dict, registry, quiet: bool) -> dict[str, list[float]]:
-    """Every score the arms use, for every pool record (cached in scores.json, calls in the model cache)."""
+NEEDS = {"longest": {"length"}, "ifd": {"ifd"}, "ask_llm": {"ask_llm"}, "judge": {"judge"}, "deita": {"deita"},
+         "less": {"less"}, "combo": set(COMBO), "density": set(), "flywheel": {FLYWHEEL_SELECTION}}
+"""The scores each method's arms rank by."""
+
+
+def compute_scores(pool, targets, protocol: dict, registry, quiet: bool,
+                   needed: set[str] | None = None) -> dict[str, list[float]]:
+    """The scores the arms use (``needed``; default all), for every pool record (cached in scores.json, calls in
+    the model cache)."""
+    needed = needed if needed is not None else {"length", "ifd", "ask_llm", "judge", "deita", "less"}
     from dataflywheel.ops import OpContext, get_operator
     from dataflywheel.pipeline.progress import StepProgress
 
@@ -138,7 +149,7 @@ def compute_scores(pool, targets, protocol: dict, registry, quiet: bool) -> dict
         cls = get_operator(name)
         return cls(cls.Config(**config), context)
 
-    if "length" not in scores:
+    if "length" not in scores and "length" in needed:
         tokenizer = llm.tokenizer
         scores["length"] = [float(len(tokenizer(response_text(r), add_special_tokens=False)["input_ids"]))
                             for r in pool]
@@ -149,7 +160,7 @@ def compute_scores(pool, targets, protocol: dict, registry, quiet: bool) -> dict
     flags = {"ifd": "ifd.above_1"}  # IFD > 1: top_k never picks these (Cherry LLM drops them)
     with StepProgress(quiet) as progress:
         for name, scorer in scorers.items():
-            if name in scores:
+            if name in scores or name not in needed:
                 continue
             started = time.perf_counter()
             scoring = scoring or cut(llm, pool, protocol["score_answer_tokens"])
@@ -165,7 +176,7 @@ def compute_scores(pool, targets, protocol: dict, registry, quiet: bool) -> dict
             if name in flags:
                 scores[flags[name]] = flagged
             save_json(path, protocol, {"scores": scores, "seconds": seconds})
-        if "less" not in scores:
+        if "less" not in scores and "less" in needed:
             started = time.perf_counter()
             target_file = WORK / "less_target.jsonl"
             target_file.parent.mkdir(parents=True, exist_ok=True)
@@ -220,31 +231,76 @@ def choose(arm: str, pool, scores, protocol: dict, registry) -> list[int]:
 
 
 
-def run_arm(arm: str, pool, heldout, scores, protocol: dict, registry, quiet: bool) -> dict:
+def train_config(protocol: dict):
+    from dataflywheel.train.fit import TrainConfig
+
+    return TrainConfig(max_steps=protocol["steps"], epochs=protocol["epochs"], batch_size=protocol["batch_size"],
+                       max_length=protocol["max_length"], learning_rate=protocol["lr"], seed=protocol["seed"])
+
+
+def run_flywheel(arm: str, pool, targets, scores, protocol: dict, quiet: bool) -> tuple[list[dict], dict, dict]:
+    """Two `flywheel loop` rounds: select the 10% budget by FLYWHEEL_SELECTION, Evol-Instruct per AlpacaEval
+    category (the weakest category of round 1 on the LESS targets gets twice the seeds and synthesis in round
+    2), train the arm's steps from the base model each round. The training set and fit of the last round."""
+    from dataflywheel.algorithms.subset import budget_size
+    from dataflywheel.io import read_all, write_records
+    from dataflywheel.loop.recipe import parse_loop_recipe
+    from dataflywheel.loop.rounds import run_loop
+
+    folder = WORK / arm
+    folder.mkdir(parents=True, exist_ok=True)
+    scored = [{**r, "scores": {FLYWHEEL_SELECTION: scores[FLYWHEEL_SELECTION][i]}} for i, r in enumerate(pool)]
+    write_records(scored, folder / "pool.jsonl", with_id=True, with_scores=True)
+    outputs = load_outputs()[REFERENCE_MODEL]
+    steer_set = [{**t, "meta": {**t["meta"], "dataset": outputs[t["messages"][0]["content"]]["dataset"]}}
+                 for t in targets]  # never the evaluation's held-out instructions
+    write_records(steer_set, folder / "steer.jsonl", with_id=True)
+    recipe = parse_loop_recipe({
+        "input": {"path": str(folder / "pool.jsonl")}, "output": {"dir": str(folder / "loop")},
+        "seed": protocol["seed"], "cache": str(WORK / "cache.sqlite"),
+        "models": {"default": {"backend": "transformers", "model": "smollm2"}},
+        "select": [{"op": "select.top_k", "scores": {FLYWHEEL_SELECTION: 1.0},
+                    "count": budget_size(len(pool), None, 0.10)}],
+        "synthesize": [{"op": "synth.evol_instruct", "max_rounds": 2, "max_tokens": 160,
+                        "answer_max_tokens": protocol["reference_tokens"], "check_max_tokens": 4}],
+        "train": train_config(protocol).model_dump(),
+        "evaluate": {"heldout": {"path": str(folder / "steer.jsonl")}},
+        "steer": {"category": "dataset", "weakest": 1, "boost": 2.0, "seeds": 2, "target": 2},
+        "loop": {"rounds": 2}})
+    manifest = run_loop(recipe, resume=(folder / "loop" / "loop.json").exists(), quiet=quiet)
+    last = manifest["rounds"][-1]
+    train_set, _ = read_all(folder / "loop" / f"round_{last['round']}" / "train_set.jsonl")
+    return train_set, last["train"], {"rounds": [{k: m[k] for k in ("round", "curated", "carried", "synthesized",
+                                                                    "weak_from_last_round", "plan", "heldout",
+                                                                    "seconds")} for m in manifest["rounds"]]}
+
+
+def run_arm(arm: str, pool, heldout, scores, protocol: dict, registry, quiet: bool, targets=None) -> dict:
     from dataflywheel.models.transformers_llm import TransformersLLM
     from dataflywheel.train.evaluate import answers, reference_loss
-    from dataflywheel.train.fit import TrainConfig, train
+    from dataflywheel.train.fit import train
 
     path = RESULTS / f"{arm}.json"
     saved = load_json(path, protocol)
     if saved is not None:
         return saved
     started = time.perf_counter()
-    chosen, adapter, fit = [], None, None
-    if arm != "base":
-        chosen = choose(arm, pool, scores, protocol, registry)
-        config = TrainConfig(max_steps=protocol["steps"], epochs=protocol["epochs"], batch_size=protocol["batch_size"],
-                             max_length=protocol["max_length"], learning_rate=protocol["lr"], seed=protocol["seed"])
-        fit = train([pool[i] for i in chosen], WORK / arm, config, quiet=quiet)
+    records, adapter, fit, extra = [], None, None, {}
+    if arm.startswith("flywheel"):
+        records, fit, extra = run_flywheel(arm, pool, targets, scores, protocol, quiet)
+        adapter = fit["adapter"]
+    elif arm != "base":
+        records = [pool[i] for i in choose(arm, pool, scores, protocol, registry)]
+        fit = train(records, WORK / arm, train_config(protocol), quiet=quiet)
         adapter = fit["adapter"]
     trained = time.perf_counter()
     llm = TransformersLLM("smollm2", adapter=adapter, max_length=protocol["max_length"] + 64)
     references = cut(llm, heldout, protocol["reference_tokens"])
     loss = reference_loss(llm, references)
     replies = answers(llm, heldout[: protocol["winrate"]], protocol["answer_tokens"])
-    generators = dict(collections.Counter(pool[i]["meta"]["generator"] for i in chosen))
+    generators = dict(collections.Counter(r["meta"].get("generator", "synthesized") for r in records))
     return save_json(path, protocol, {
-        "arm": arm, "records": len(chosen), "generators": generators, "train": fit,
+        "arm": arm, "records": len(records), "generators": generators, "train": fit, **extra,
         "reference_loss": loss, "answers": replies,
         "seconds": {"train": trained - started, "evaluate": time.perf_counter() - trained}})
 
@@ -339,7 +395,7 @@ def write_report(protocol: dict, results: dict, wins: dict, scores_seconds: dict
                      f"{sum(old['seconds'].values()) / 60:.1f}"])
     findings = []
     for percent in (5, 10):
-        candidates = [a for a in results if split_arm(a)[1] == percent and split_arm(a)[0] != "random"]
+        candidates = [a for a in results if split_arm(a)[1] == percent and split_arm(a)[0] not in ("random", "flywheel")]
         if not candidates:
             continue
         best = min(candidates, key=lambda a: results[a]["reference_loss"]["reference_loss"])
@@ -354,6 +410,25 @@ def write_report(protocol: dict, results: dict, wins: dict, scores_seconds: dict
             d = paired_delta(results[runner], results[best])
             text += f"; our best selection method, {runner}, vs {best}: Δ {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
         findings.append(text + ".")
+    if "flywheel10" in results:
+        fly = results["flywheel10"]
+        one_shot = [a for a in results if split_arm(a)[1] == 10 and split_arm(a)[0] not in ("random", "flywheel")]
+        text = (f"Flywheel (two `flywheel loop` rounds, {fly['records']} records in the last round's training set, "
+                f"{fly['generators'].get('synthesized', 0)} of them synthesized; round 2 steered at "
+                f"{', '.join(fly['rounds'][-1]['weak_from_last_round']) or 'nothing'})")
+        best_one_shot = [min(one_shot, key=lambda a: results[a]["reference_loss"]["reference_loss"])] if one_shot else []
+        verdict = ""
+        for other in best_one_shot + ["random10"]:
+            if other in results:
+                d = paired_delta(fly, results[other])
+                text += f"; vs {other} Δ {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
+                if other in best_one_shot:
+                    verdict = (f" The loop's synthesized records (the bundled 135M model's) made it worse than {other} "
+                               "alone: at this budget a teacher this weak costs more than it brings" if d[1] > 0 else
+                               f" It beat {other}: the steered synthesis added value" if d[2] < 0 else
+                               f" It is not distinguishable from {other}")
+        findings.append(text + " (negative: the flywheel's model is closer to the references)." +
+                        (verdict + "." if verdict else ""))
     if wins and all(w["ties"] == w["n"] for w in wins.values()):
         findings.append(f"Every judged pair was a tie: the judge ({judge_name(wins)}) picked the same position in "
                         "both orders, so its win rates say nothing here; set DATAFLYWHEEL_JUDGE_BASE_URL and "
@@ -362,6 +437,7 @@ def write_report(protocol: dict, results: dict, wins: dict, scores_seconds: dict
     total = sum(sum(r["seconds"].values()) for r in results.values()) + sum(
         w.get("seconds", 0) for w in wins.values()) + sum(scores_seconds.values())
     judge = judge_name(wins)
+    one_shot_arm = ("longest" if FLYWHEEL_SELECTION == "length" else FLYWHEEL_SELECTION) + "10"
     p = protocol
     body = (
         f"`{command}` on {machine()}; CPU, bundled SmolLM2-135M-Instruct fp32 (`--report-only` rewrites this "
@@ -385,7 +461,13 @@ def write_report(protocol: dict, results: dict, wins: dict, scores_seconds: dict
         f"{p['answer_tokens']} tokens, each pair judged in both orders (a tie when they disagree). Loss CIs are "
         f"95% bootstrap; Δ is paired per instruction (negative = closer to the references than random). "
         f"'From the 3 strongest' = share of the arm's records answered by {', '.join(sorted(strong))} (AlpacaEval 2 "
-        f"leaderboard; 25% of the pool).\n\n"
+        f"leaderboard; 25% of the pool). Flywheel arm = two rounds of `flywheel loop` over the pool: select the "
+        f"10% budget by {FLYWHEEL_SELECTION} (the one-shot {one_shot_arm} arm's records), Evol-Instruct with the "
+        f"bundled model "
+        f"from 2 seeds per AlpacaEval category (target 2; round 2 gives the category with the highest loss on "
+        f"the LESS targets twice both), what round 1 made kept in round 2; each round trains the same "
+        f"{p['steps']} steps from the base model, so the final model has the arms' training budget (the loop also "
+        f"spent one more training run and the steering evaluations; its minutes include them).\n\n"
         + table(["arm", "records", "from the 3 strongest models", "reference loss [95% CI]", "Δ loss vs random of equal size [95% CI]",
                  "judge win rate vs random [95% CI]", "minutes"], rows)
         + ("\n\nMeasured: " + " ".join(findings) if findings else "")
@@ -432,11 +514,11 @@ def main() -> None:
     results = {arm: saved for arm in ARMS if (saved := load_json(RESULTS / f"{arm}.json", protocol))}
     scores_file = load_json(RESULTS / "scores.json", protocol)
     if not args.report_only:
-        needs_scores = any(arm not in ("base", "full") and not arm.startswith("random") for arm in args.arms)
-        scores = compute_scores(pool, targets, protocol, registry, args.quiet) if needs_scores else {}
+        needed = set().union(*(NEEDS.get(split_arm(arm)[0], set()) for arm in args.arms))
+        scores = compute_scores(pool, targets, protocol, registry, args.quiet, needed) if needed else {}
         for arm in args.arms:
             print(f"arm {arm} ...", flush=True)
-            results[arm] = run_arm(arm, pool, heldout, scores, protocol, registry, args.quiet)
+            results[arm] = run_arm(arm, pool, heldout, scores, protocol, registry, args.quiet, targets)
         scores_file = load_json(RESULTS / "scores.json", protocol)
     wins = {}
     for arm in ARMS:
