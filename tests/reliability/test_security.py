@@ -52,7 +52,9 @@ def test_python_yaml_tags_are_refused_and_run_nothing(tmp_path, tag):
 UNSAFE = [  # (pattern, files where it is allowed and why)
     (r"yaml\.(load|unsafe_load|full_load)\(|yaml\.(Unsafe|Full)?Loader\b", {}),
     (r"(?<![\w.])(eval|exec)\(", {}),
-    (r"pickle\.loads?\(", {"pipeline/workers.py": "operators this process pickled itself, sent to its own workers"}),
+    (r"pickle\.loads?\(", {"pipeline/workers.py": "operators this process pickled itself, sent to its own workers",
+                           "pipeline/ray_apply.py": "operators the driver pickled itself for its Ray workers, and "
+                                                    "the FatalErrors those workers pickled back"}),
     (r"torch\.load\(|np\.load\(.*allow_pickle=True|joblib\.load\(|dill\.", {}),
     (r"trust_remote_code\s*=\s*True", {}),
 ]
