@@ -123,6 +123,7 @@ class Flywheel:
         self.console = Console(stderr=True, quiet=quiet, highlight=False)
         self.manifest: dict = {}
         self._heldout: list[dict] | None = None
+        self._heldout_cats: list[str] | None = None
         self._centroids = None
         self._embedding_models = None
 
@@ -278,7 +279,7 @@ class Flywheel:
         by_category: dict[str, list[dict]] = {}
         for record, category in zip(curated, self._categories(curated)):
             by_category.setdefault(category, []).append(record)
-        categories = sorted(set(self._categories(self._heldout_records())))
+        categories = sorted(set(self._heldout_categories()))
         target = steer.target or self._synthesis_target()
         plan = steering.plan(categories, {c: len(v) for c, v in by_category.items()}, steer.seeds, target, weak,
                              steer.boost)
@@ -322,6 +323,12 @@ class Flywheel:
             if not self._heldout:
                 raise LoopError(f"evaluate.heldout: no records in {spec.path}")
         return self._heldout
+
+    def _heldout_categories(self) -> list[str]:
+        """The held-out records' categories, found once (in cluster mode they cost an embedding pass)."""
+        if self._heldout_cats is None:
+            self._heldout_cats = self._categories(self._heldout_records())
+        return self._heldout_cats
 
     def _categories(self, records: list[dict]) -> list[str]:
         steer = self.recipe.steer
@@ -386,7 +393,7 @@ class Flywheel:
             loss = reference_loss(llm, records)
         finally:
             registry.close()
-        categories = self._categories(records)
+        categories = self._heldout_categories()
         result = {"model": spec, "loss": round(loss["reference_loss"], 4), "ci95": [round(v, 4) for v in loss["ci95"]],
                   "n": loss["n"], "categories": steering.category_losses(categories, loss["per_record"]),
                   "per_category_n": dict(sorted(Counter(categories).items()))}
