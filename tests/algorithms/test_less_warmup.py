@@ -27,7 +27,7 @@ def test_every_warm_up_example_is_seen_once_per_epoch(monkeypatch):
     examples = [(str(i + 1), "7") for i in range(40)]
     rates = []
     less.warm_up(model, Tokenizer(), examples, epochs=3, batch_size=4, lr=0.1,
-                 on_epoch=lambda epoch, rate: rates.append(rate))
+                 on_epoch=lambda epoch, rate, optimizer: rates.append(rate))
     assert len(seen) == 120
     for epoch in range(3):
         assert sorted(seen[epoch * 40:(epoch + 1) * 40]) == list(range(1, 41))

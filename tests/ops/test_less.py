@@ -41,6 +41,32 @@ def test_less_prefers_records_like_the_target(tmp_path):
     assert "not selected by LESS" in next(iter(selection.rejected.values()))
 
 
+def test_less_sums_checkpoints_weighted_by_learning_rate(tmp_path, monkeypatch):
+    """checkpoints: 2 scores the pool at the last two warm-up epochs' checkpoints; the result is their sum
+    weighted by each epoch's mean learning rate (renormalised), the earlier (higher-rate) epoch weighing more."""
+    from dataflywheel.algorithms import less
+
+    per_checkpoint = []
+    scores_of = less.less_scores
+    monkeypatch.setattr(less, "less_scores", lambda *a, **k: per_checkpoint.append(scores_of(*a, **k)) or per_checkpoint[-1])
+    target = tmp_path / "target.jsonl"
+    write_records([rec("What is 15 plus 27?", "15 plus 27 is 42.")], target, "messages")
+    pool = [rec(q, a) for q, a in MATH + POEMS]
+    op = get_operator("select.less")
+    config = op.Config(target=str(target), count=6, dims=256, max_length=48, warmup_fraction=0.5, lr=1e-3,
+                       warmup_epochs=3, checkpoints=2)
+    selection = op(config, OpContext(seed=0)).select(lambda: iter([pool]))
+    combined = np.array([selection.scores[i]["less"] for i in range(len(pool))])
+    assert len(per_checkpoint) == 2 and not np.allclose(per_checkpoint[0], per_checkpoint[1])
+    first, second = per_checkpoint
+    weight = float(np.dot(combined - second, first - second) / np.dot(first - second, first - second))
+    assert np.allclose(combined, weight * first + (1 - weight) * second, atol=1e-6)
+    # 6 warm-up records, 2 steps an epoch, rates lr * (1 - step/6): epochs 2 and 3 average 7/12 and 3/12 of lr
+    assert weight == pytest.approx(0.7, abs=1e-3)
+    with pytest.raises(ValueError, match="checkpoints"):
+        op.Config(target=str(target), warmup_epochs=2, checkpoints=3)
+
+
 def test_per_sample_gradients_match_one_at_a_time():
     from dataflywheel.algorithms.less import _GradientTap, _batch, _encode, add_lora, per_sample_losses
     from dataflywheel.models.transformers_llm import TransformersLLM

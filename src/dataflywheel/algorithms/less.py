@@ -87,8 +87,9 @@ def warm_up(model, tokenizer, examples, *, epochs: int = 1, lr: float = 2e-5, ba
 
     Every epoch visits every example once (one permutation per epoch). ``min_steps`` adds epochs until at
     least that many optimizer steps were taken (a few steps leave Adam's moments near their zero start).
-    The learning rate decays linearly to zero, as in LESS; ``on_epoch(epoch, mean_lr)`` is called after
-    each epoch (to keep checkpoints, weighted by the epoch's mean learning rate as the paper does)."""
+    The learning rate decays linearly to zero, as in LESS; ``on_epoch(epoch, mean_lr, optimizer)`` is called
+    after each epoch, the model in eval mode (to take gradient features at that checkpoint, weighted by the
+    epoch's mean learning rate as the paper does)."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr)
     encoded = _encode(tokenizer, examples, max_length)
@@ -109,7 +110,7 @@ def warm_up(model, tokenizer, examples, *, epochs: int = 1, lr: float = 2e-5, ba
             optimizer.zero_grad()
         if on_epoch is not None:
             model.eval()
-            on_epoch(epoch, float(np.mean(rates)) if rates else lr)
+            on_epoch(epoch, float(np.mean(rates)) if rates else lr, optimizer)
             model.train()
     model.eval()
     return optimizer

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from dataflywheel.algorithms.subset import budget_size, rank_order
 from dataflywheel.io import read_all
@@ -27,7 +27,12 @@ class LessConfig(BudgetConfig):
     The top 8 of SmolLM2's 30 run 1.7x faster on CPU (docs/benchmarks.md)."""
     warmup_fraction: float = Field(default=0.05, gt=0.0, le=1.0)
     """Share of the pool used to warm up the LoRA weights (LESS: 5%)."""
-    warmup_epochs: int = Field(default=1, ge=1)
+    warmup_epochs: int = Field(default=4, ge=1)
+    """Warm-up epochs over that share, the learning rate decaying linearly to zero (LESS: 4)."""
+    checkpoints: int = Field(default=1, ge=1)
+    """Take gradient features at the checkpoints of the last N warm-up epochs and sum their scores weighted by
+    each epoch's mean learning rate, as LESS does (its setting: N = warmup_epochs). Each checkpoint costs one
+    gradient pass over the pool and the target; the default, the last checkpoint only, is the cheapest."""
     lr: float = Field(default=2e-5, gt=0.0)
     dims: int = Field(default=8192, ge=16)
     """Dimension of the random projection."""
@@ -35,6 +40,13 @@ class LessConfig(BudgetConfig):
     batch_size: int | None = Field(default=None, ge=1)
     """Records per backward pass; default 1 on CPU (measured faster there: docs/benchmarks.md), 8 on a GPU."""
     score_name: str = "less"
+
+    @model_validator(mode="after")
+    def _checkpoints_within_warm_up(self):
+        if self.checkpoints > self.warmup_epochs:
+            raise ValueError(f"checkpoints ({self.checkpoints}) cannot exceed warmup_epochs ({self.warmup_epochs}): "
+                             "there is one checkpoint per warm-up epoch")
+        return self
 
 
 @register
@@ -55,7 +67,7 @@ class LessSelect(Selector):
     def select(self, scan) -> Selection:
         import torch
 
-        from dataflywheel.algorithms.less import add_lora, gradient_features, less_scores, warm_up
+        from dataflywheel.algorithms.less import add_lora, gradient_features, less_scores, lr_weighted, warm_up
 
         cfg = self.config
         pool = [r for batch in scan() for r in batch]
@@ -75,14 +87,23 @@ class LessSelect(Selector):
         options = dict(max_length=cfg.max_length, seed=self.context.seed)
         batch_size = cfg.batch_size or (8 if torch.cuda.is_available() else 1)
         examples = self._examples(pool, backend)
-        optimizer = warm_up(model, backend.tokenizer, [examples[i] for i in warm], epochs=cfg.warmup_epochs,
-                            lr=cfg.lr, batch_size=4, **options)
-        train = gradient_features(model, backend.tokenizer, examples, optimizer=optimizer, dims=cfg.dims,
-                                  batch_size=batch_size, **options)
-        target = gradient_features(model, backend.tokenizer, self._examples(targets, backend), dims=cfg.dims,
-                                   batch_size=batch_size, **options)
+        target_examples = self._examples(targets, backend)
         tasks = [r["meta"].get(cfg.target_task_field) for r in targets] if cfg.target_task_field else None
-        scores = less_scores(train, target, tasks)
+        per_checkpoint, rates = [], []
+
+        def at_checkpoint(epoch: int, mean_lr: float, optimizer) -> None:
+            if epoch < cfg.warmup_epochs - cfg.checkpoints:
+                return
+            train = gradient_features(model, backend.tokenizer, examples, optimizer=optimizer, dims=cfg.dims,
+                                      batch_size=batch_size, **options)
+            target = gradient_features(model, backend.tokenizer, target_examples, dims=cfg.dims,
+                                       batch_size=batch_size, **options)
+            per_checkpoint.append(less_scores(train, target, tasks))
+            rates.append(mean_lr)
+
+        warm_up(model, backend.tokenizer, [examples[i] for i in warm], epochs=cfg.warmup_epochs, lr=cfg.lr,
+                batch_size=4, on_epoch=at_checkpoint, **options)
+        scores = lr_weighted(per_checkpoint, rates)
         budget = budget_size(len(pool), cfg.count, cfg.fraction)
         order = rank_order(scores.astype(np.float64))
         kept = set(int(i) for i in order[:budget])
