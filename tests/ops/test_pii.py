@@ -124,9 +124,25 @@ def test_reject_action_rejects_naming_the_types():
     batch = [rec("IBAN DE89 3704 0044 0532 0130 00, mail x@y.com and z@y.com", "ok"),
              rec("version 1.2.3.4, ISBN 978-3-16-148410-0", "ok")]
     items = apply_mapper(op, "pii", batch)
-    assert items[0].reason == "contains PII: EMAIL x2, IBAN x1" and items[0].record == batch[0]  # unredacted in rejected/
+    assert items[0].reason == "contains PII: EMAIL x2, IBAN x1"
+    # rejected/ keeps the redacted copy under the input's id: rejects travel with the output
+    assert items[0].record["id"] == batch[0]["id"]
+    assert items[0].record["messages"][0]["content"] == "IBAN <IBAN>, mail <EMAIL> and <EMAIL>"
     assert items[1].reason is None and items[1].record is batch[1]
     assert pickle.loads(pickle.dumps(op)).config.action == "reject"
+    assert dict(op.counters) == {"found EMAIL": 2, "found IBAN": 1, "records with PII": 1}
+    original = cls(cls.Config(action="reject", rejected_copy="original"))
+    assert apply_mapper(original, "pii", batch[:1])[0].record == batch[0]
+
+
+def test_rejected_pii_is_redacted_in_the_run_directory(tmp_path):
+    rows = [{"instruction": "Write to jo@bank.pt about card 5555 5555 5555 4444", "output": "Done."},
+            {"instruction": "Say hi", "output": "hi"}]
+    _, manifest, out, rejects = run_steps(tmp_path, [{"op": "enhance.pii", "action": "reject"}], rows)
+    assert [r["messages"][0]["content"] for r in out] == ["Say hi"]
+    assert len(rejects) == 1 and rejects[0]["reason"] == "contains PII: CREDIT_CARD x1, EMAIL x1"
+    stored = json.dumps(rejects)
+    assert "jo@bank.pt" not in stored and "5555 5555" not in stored and "<EMAIL>" in stored
 
 
 def test_pii_steps_in_a_run(tmp_path):

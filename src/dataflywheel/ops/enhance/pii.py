@@ -23,6 +23,10 @@ class PiiConfig(OpConfig):
     action: Literal["redact", "reject"] = "redact"
     """redact: replace each finding with its typed placeholder; reject: send the record to rejected/ with the
     types found as the reason (the step is then a filter)."""
+    rejected_copy: Literal["redacted", "original"] = "redacted"
+    """With ``action: reject``, what rejected/ keeps of a record with PII: its redacted copy (same id, so it can
+    be traced to the input) or the original text. (The run's checkpoints/ hold the input as it was read:
+    share the output and rejected/, not the whole run directory.)"""
     types: list[PiiType] = Field(default_factory=lambda: list(TYPES))
     """Which kinds of PII to look for."""
     placeholder: str = "<{type}>"
@@ -87,10 +91,11 @@ class PiiRedact(Mapper):
     def _find(self, text: str):
         return find_pii(text, self.config.types, self.config.entropy_ratio, self.config.keep_reserved)
 
-    def _redact(self, text: str) -> str:
+    def _redact(self, text: str, count: bool = True) -> str:
         spans = self._find(text)
-        for span in spans:
-            self.counters[f"redacted {span.type}"] += 1
+        if count and self.config.action == "redact":
+            for span in spans:
+                self.counters[f"redacted {span.type}"] += 1
         return redact(text, spans, self.config.placeholder) if spans else text
 
     def _arguments(self, arguments: str) -> str:
@@ -113,15 +118,22 @@ class PiiRedact(Mapper):
     def map(self, record: dict) -> dict | Rejected:
         if self.config.action == "reject":
             return self._rejected(record) or record
+        out = self._redacted(record)
+        changed = any(a != b for a, b in zip(_texts(out), _texts(record)))
+        if changed:
+            self.counters["records with PII"] += 1
+        return out if changed else record
+
+    def _redacted(self, record: dict) -> dict:
         out = dict(record)
         out["messages"] = [self._turn(m) for m in record["messages"]]
         for key in ("chosen", "rejected"):
             if record.get(key) is not None:
                 out[key] = {**record[key], "content": self._redact(record[key]["content"])}
-        changed = any(a != b for a, b in zip(_texts(out), _texts(record)))
-        if changed:
-            self.counters["records with PII"] += 1
-        return out if changed else record
+        alpaca = record.get("meta", {}).get("alpaca")
+        if alpaca:  # the instruction/input split kept for writing back: it holds the same text as the turn
+            out["meta"] = {**record["meta"], "alpaca": _in_strings(alpaca, lambda text: self._redact(text, count=False))}
+        return out
 
     def _rejected(self, record: dict) -> Rejected | None:
         """The record rejected with the PII types found and their counts, or None when it holds none."""
@@ -130,4 +142,5 @@ class PiiRedact(Mapper):
             return None
         self.counters.update({f"found {kind}": n for kind, n in found.items()})
         self.counters["records with PII"] += 1
-        return Rejected("contains PII: " + ", ".join(f"{kind} x{n}" for kind, n in sorted(found.items())))
+        kept = self._redacted(record) if self.config.rejected_copy == "redacted" else None
+        return Rejected("contains PII: " + ", ".join(f"{kind} x{n}" for kind, n in sorted(found.items())), record=kept)
