@@ -40,6 +40,22 @@ def test_text_files_are_read_only(tmp_path):
         write_records(read_rows([{"text": "a"}]), tmp_path / "out.txt")
 
 
+def test_parquet_is_not_gzipped_on_write_but_a_gzipped_one_is_read(tmp_path):
+    """A .parquet.gz output used to be plain Parquet under a gzip name; Parquet compresses inside the file."""
+    import gzip
+
+    from dataflywheel.pipeline import RecipeError, parse_recipe
+
+    with pytest.raises(RecordError, match="out.parquet.gz: Parquet compresses inside the file"):
+        write_records(read_rows([SINGLE]), tmp_path / "out.parquet.gz", "trl")
+    with pytest.raises(RecipeError, match="Parquet compresses inside the file"):
+        parse_recipe({"input": {"path": "in.jsonl"}, "output": {"file": "out.parquet.gz"},
+                      "steps": [{"op": "select.length_filter"}]})
+    write_records(read_rows([SINGLE]), tmp_path / "out.parquet", "trl")
+    (tmp_path / "other.parquet.gz").write_bytes(gzip.compress((tmp_path / "out.parquet").read_bytes()))
+    assert [r["chosen"]["content"] for r in read_rows_of(tmp_path / "other.parquet.gz")] == ["Yes, on a clear day."]
+
+
 def test_llamafactory_layout_adds_its_entry_and_keeps_the_others(tmp_path):
     (tmp_path / "dataset_info.json").write_text(json.dumps({"identity": {"file_name": "identity.json"}}))
     written = write_layout(read_rows_of(GLAIVE), tmp_path, "llamafactory", "glaive")

@@ -200,7 +200,13 @@ def _iter_json(path: Path) -> Iterator[Row]:
 def _iter_parquet(path: Path) -> Iterator[Row]:
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(path)
+    if path.name.endswith(".gz"):  # a whole gzipped Parquet file (another tool's): Parquet needs to seek
+        import pyarrow as pa
+
+        with _open_binary(path) as handle:
+            parquet = pq.ParquetFile(pa.BufferReader(handle.read()))
+    else:
+        parquet = pq.ParquetFile(path)
     index = 0
     for batch in parquet.iter_batches(batch_size=1024):
         for row in batch.to_pylist():
@@ -415,4 +421,7 @@ def detect_file_type_for_writing(path: Path) -> str:
         raise
     if kind not in WRITE_TYPES:
         raise RecordError(f"{path.name}: a .{kind} file is read only; write one of {', '.join(WRITE_TYPES)}")
+    if kind == "parquet" and path.name.lower().endswith(".gz"):
+        raise RecordError(f"{path.name}: Parquet compresses inside the file (and few tools read a gzipped one); "
+                          "name it .parquet")
     return kind
