@@ -64,3 +64,17 @@ def test_invalid_yaml_exits_2(tmp_path):
     path.write_text("input: [unclosed\n")
     result = CliRunner().invoke(app, ["run", str(path)])
     assert result.exit_code == 2 and "invalid YAML" in result.output
+
+
+def test_a_misspelt_model_option_is_a_recipe_error_naming_the_backends_options():
+    """It used to pass parsing and fail with a TypeError when the model first opened, mid-run."""
+    with pytest.raises(RecipeError) as err:
+        parse_recipe({"input": {"path": "x.jsonl"},
+                      "models": {"judge": {"backend": "openai", "model": "m", "options": {"temprature": 0.1}},
+                                 "default": {"backend": "transformers", "model": "smollm2", "options": {"thread": 1}}},
+                      "steps": [{"op": "select.length_filter"}]})
+    message = str(err.value)
+    assert "the openai backend has no option 'temprature'" in message and "base_url" in message
+    assert "the transformers backend has no option 'thread'" in message and "threads" in message
+    parse_recipe({"input": {"path": "x.jsonl"}, "steps": [{"op": "select.length_filter"}],
+                  "models": {"judge": {"backend": "openai", "model": "m", "options": {"base_url": "http://h/v1"}}}})

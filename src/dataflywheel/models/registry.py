@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dataflywheel.models.cache import CallCache
 from dataflywheel.models.cached import CachedEmbedder, CachedLLM
@@ -68,6 +70,16 @@ class ModelSpec(BaseModel):
                              "in an environment variable and name the variable with api_key_env")
         return options
 
+    @model_validator(mode="after")
+    def _known_options(self):
+        """A misspelt option fails here, naming the backend's options, not when the model first opens mid-run."""
+        accepted = backend_options(self.backend)
+        unknown = sorted(k for k in self.options if k not in accepted)
+        if unknown:
+            raise ValueError(f"the {self.backend} backend has no option {', '.join(map(repr, unknown))}; its options: "
+                             + ", ".join(sorted(accepted)))
+        return self
+
     def cache_name(self) -> str:
         """Identity of the outputs: backend, endpoint, weights and the options that change answers (not speed
         knobs). The endpoint is the one the client will call, also when it comes from $OPENAI_BASE_URL."""
@@ -93,26 +105,32 @@ class ModelSpec(BaseModel):
         return self.options.get("chat_template_from") if self.backend == "openai" else None
 
 
+BACKENDS = {"transformers": "dataflywheel.models.transformers_llm:TransformersLLM",
+            "openai": "dataflywheel.models.openai_llm:OpenAILLM",
+            "vllm": "dataflywheel.models.vllm_llm:VLLMLLM",
+            "sentence-transformers": "dataflywheel.models.embed:SentenceTransformerEmbedder",
+            "openai-embeddings": "dataflywheel.models.embed:OpenAIEmbedder"}
+"""Backend name -> its class (the modules import their heavy libraries only when a model is built)."""
+
+
+def backend_class(backend: str) -> type:
+    module, name = BACKENDS[backend].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def backend_options(backend: str) -> set[str]:
+    """The options (keyword arguments besides the model) a backend takes."""
+    parameters = inspect.signature(backend_class(backend).__init__).parameters
+    return {name for name, p in parameters.items() if p.kind is p.KEYWORD_ONLY}
+
+
 def build_model(spec: ModelSpec, quiet: bool = False):
     """Instantiate the backend of a spec (imports only that backend); ``quiet`` hides weight-loading bars."""
     if quiet and spec.backend in ("transformers", "vllm", "sentence-transformers"):
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
-    if spec.backend == "transformers":
-        from dataflywheel.models.transformers_llm import TransformersLLM
-        return TransformersLLM(spec.model, **spec.options)
-    if spec.backend == "openai":
-        from dataflywheel.models.openai_llm import OpenAILLM
-        return OpenAILLM(spec.model, **spec.options)
-    if spec.backend == "vllm":
-        from dataflywheel.models.vllm_llm import VLLMLLM
-        return VLLMLLM(spec.model, **spec.options)
-    if spec.backend == "sentence-transformers":
-        from dataflywheel.models.embed import SentenceTransformerEmbedder
-        return SentenceTransformerEmbedder(spec.model, **spec.options)
-    from dataflywheel.models.embed import OpenAIEmbedder
-    return OpenAIEmbedder(spec.model, **spec.options)
+    return backend_class(spec.backend)(spec.model, **spec.options)
 
 
 class ModelRegistry:
