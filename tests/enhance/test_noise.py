@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dataflywheel.ops import OpContext, get_operator
-from dataflywheel.ops.enhance.noise import final_answer
+from dataflywheel.ops.answers import final_answer
 from dataflywheel.pipeline.apply import apply_mapper
 from dataflywheel.records import make_record, response_text
 from tests.conftest import shared_data
@@ -64,6 +64,8 @@ def test_final_answers_compare_labels_not_wording():
     assert final_answer("Let me think. 2 + 3 makes five.\nAnswer: 5.") == "5"
     assert final_answer("The answer is: The Blue") == "blue"
     assert final_answer("#### 42") == "42"
+    # the same normaliser as rationale distillation (SQuAD-style): inner punctuation and articles do not count
+    assert final_answer("Answer: New-York, the city") == final_answer("answer = new york city") == "new york city"
 
 
 def test_exact_agreement_rejects_the_wrong_label_and_keeps_the_right_ones():

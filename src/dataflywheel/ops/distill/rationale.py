@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import Field
 
 from dataflywheel.models.llm import GenerationParams, ModelFeatureError
+from dataflywheel.ops.answers import final_number, normalize_answer
 from dataflywheel.ops.base import Candidate, Generator, GeneratorConfig, Rejected
 from dataflywheel.ops.registry import register
 from dataflywheel.ops.score.ask_llm import p_yes, parse_yes_no
@@ -30,8 +31,6 @@ PROMPTS = Path(__file__).with_name("prompts")
 _ANSWER = re.compile(r"(?:^|(?<=[\s*#]))(?:the\s+)?(?:final\s+)?answer(?:\s+is)?[ \t*]{0,3}[:：]?[ \t*]*([^\n]+)$",
                      re.IGNORECASE | re.MULTILINE)
 _LABEL = re.compile(r"^\s*\W*rationale\W*[:：]\s*", re.IGNORECASE)
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
 def parse_rationale(text: str) -> tuple[str, str] | None:
@@ -45,23 +44,6 @@ def parse_rationale(text: str) -> tuple[str, str] | None:
     rationale = re.sub(r"(?:\b(?:the|so|therefore)|[,*#\s])+$", "", rationale, flags=re.IGNORECASE)
     answer = re.sub(r"^[-–:]\s+", "", last.group(1).strip().strip("*").strip()).rstrip(".").strip()
     return (rationale, answer) if rationale and answer else None
-
-
-def final_number(text: str) -> float | None:
-    """The last number in a text (GSM8K's '#### 72' included), commas ignored."""
-    found = _NUMBER.findall(text.split("####")[-1])
-    if not found:
-        return None
-    try:
-        return float(found[-1].replace(",", ""))
-    except ValueError:
-        return None
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD-style: lower case, punctuation and articles dropped, whitespace collapsed."""
-    text = re.sub(r"[^\w\s]", " ", text.lower())
-    return " ".join(_ARTICLES.sub(" ", text).split())
 
 
 def match_rule(answer: str, reference: str, match: str) -> bool | None:

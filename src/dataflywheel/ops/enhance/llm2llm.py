@@ -21,7 +21,7 @@ from pydantic import Field
 from dataflywheel.algorithms.rouge import RougePool
 from dataflywheel.models.llm import GenerationParams
 from dataflywheel.ops.base import Candidate, Generator, GeneratorConfig, Rejected
-from dataflywheel.ops.enhance.noise import final_answer
+from dataflywheel.ops.answers import final_answer
 from dataflywheel.ops.registry import register
 from dataflywheel.ops.score.ifd import mean_loss
 from dataflywheel.ops.synth.answer_judge import AnswerJudgeConfig, judge_answers

@@ -16,7 +16,6 @@ review agent (a second model choosing between the reasoning and the context answ
 
 from __future__ import annotations
 
-import re
 import statistics
 from pathlib import Path
 from typing import Literal
@@ -25,6 +24,7 @@ import numpy as np
 from pydantic import Field
 
 from dataflywheel.models.llm import GenerationParams
+from dataflywheel.ops.answers import final_answer
 from dataflywheel.ops.base import Candidate, Mapper, OpConfig, Rejected
 from dataflywheel.ops.registry import register
 from dataflywheel.ops.score.ifd import mean_loss
@@ -33,16 +33,6 @@ from dataflywheel.records import instruction_text, is_preference, last_index, pr
 
 PROMPTS = Path(__file__).with_name("prompts")
 STYLES = ("direct", "reasoning")
-
-
-def final_answer(text: str) -> str:
-    """The answer a text ends with, normalised for comparison: what follows the last 'Answer:' (or '####'),
-    else the last non-empty line; lower case, without surrounding punctuation and articles."""
-    found = re.findall(r"(?:answer\s*(?:is)?\s*[:=]|####)\s*(.+)", text, flags=re.IGNORECASE)
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    answer = found[-1] if found else (lines[-1] if lines else "")
-    answer = re.sub(r"^\W+|\W+$", "", answer.strip().lower())
-    return re.sub(r"^(the|a|an)\s+", "", answer)
 
 
 class NoiseConfig(OpConfig):
