@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,36 +24,14 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine, table, write_section  # noqa: E402
 
-from dataflywheel.models.bundled import smollm2_gguf  # noqa: E402
 from dataflywheel.models.cached import CachedLLM  # noqa: E402
+from dataflywheel.models.llama_server import llama_server  # noqa: E402
 from dataflywheel.models.llm import GenerationParams  # noqa: E402
 from dataflywheel.models.openai_llm import OpenAILLM  # noqa: E402
 from dataflywheel.models.registry import ModelRegistry  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "data" / "alpaca_eval_sample.jsonl"
 LEVELS = (1, 4, 16)
-
-
-def start_server() -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(Path(tempfile.mkdtemp()) / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--host",
-                             "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise RuntimeError("llama_cpp.server did not start")
-        time.sleep(0.5)
 
 
 def openai_sequential(url: str, conversations: list, max_tokens: int) -> tuple[int, float]:
@@ -123,8 +99,7 @@ def main() -> None:
     args = parser.parse_args()
     instructions = list(dict.fromkeys(json.loads(line)["instruction"] for line in SAMPLE.read_text().splitlines()))
     conversations = [[{"role": "user", "content": text}] for text in instructions[:args.prompts]]  # distinct
-    proc, url = start_server()
-    try:
+    with llama_server(Path(tempfile.mkdtemp()) / "server.log") as url:
         httpx_async(url, conversations[:2], 8, 1)  # warm-up: weights paged in, prompt cache primed
         results: list[tuple[str, int, int, float]] = []
         tokens, seconds = openai_sequential(url, conversations, args.max_tokens)
@@ -142,9 +117,6 @@ def main() -> None:
         real = CachedLLM(OpenAILLM("smollm2", base_url=url, concurrency=4), None)
         real.chat(conversations, GenerationParams(max_tokens=args.max_tokens))
         recipe_rows = recipe_estimate(spec, args.prompts)
-    finally:
-        proc.terminate()
-        proc.wait(10)
     reference = max(tokens / seconds for name, _, tokens, seconds in results if "httpx" in name)
     table_rows = [[name, level, tokens, f"{seconds:.1f}", f"{tokens / seconds:.1f}", f"{tokens / seconds / reference:.2f}"]
                   for name, level, tokens, seconds in results]

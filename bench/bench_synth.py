@@ -169,16 +169,15 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_generation import start_server
     from report import machine, table, write_section
 
     from dataflywheel.models.embed import SentenceTransformerEmbedder
+    from dataflywheel.models.llama_server import llama_server
 
     seeds = seed_instructions()
     embedder = SentenceTransformerEmbedder("minilm")
-    proc, url = start_server()
     results = {}
-    try:
+    with llama_server(Path(tempfile.mkdtemp()) / "server.log") as url:
         for arm in args.arms.split(","):
             print(f"{arm} ...", file=sys.stderr, flush=True)
             if arm == "ours-self-instruct":
@@ -192,9 +191,6 @@ def main() -> None:
                 results[arm] = run_peer("evol", url, args.target)
             print(f"  {json.dumps({k: v for k, v in results[arm].items() if k != 'instructions'}, default=str)}",
                   file=sys.stderr, flush=True)
-    finally:
-        proc.terminate()
-        proc.wait()
     base = measures(seeds, [], embedder)
     rows = [["175 seed tasks (reference)", len(seeds), "", "", "", "", f"{base['distinct1']:.2f}",
              f"{base['distinct2']:.2f}", f"{base['distance']:.3f}"]]
