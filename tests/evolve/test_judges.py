@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from dataflywheel.models.errors import ModelAuthError, ModelRequestError
+from dataflywheel.models.errors import ModelAuthError, ModelFeatureError, ModelRequestError
 from dataflywheel.ops import OpContext, get_operator
 from dataflywheel.ops.base import Rejected
 from dataflywheel.ops.evolve.pairwise import combine, majority, parse_verdict
@@ -237,6 +237,19 @@ def test_pairwise_logprobs_reads_the_first_token_and_falls_back_to_the_answer():
     assert unsure["meta"]["pairwise"]["orders"] == ["B", "A"] and unsure["meta"]["pairwise"]["verdict"] == "tie"
     assert op.counters["orders where A and B hold less than 0.5 (answer read)"] == 2
     assert llm.params[0].max_tokens == 4
+
+
+def test_pairwise_logprobs_on_a_backend_without_logprobs_reads_the_answers():
+    """As train/evaluate's win rate always did (one piece of code now): it used to fail every record."""
+    class NoLogprobs(ScriptedJudge):
+        def chat_top_logprobs(self, conversations, k=20, labels=()):
+            raise ModelFeatureError("this backend gives no logprobs")
+
+    llm = NoLogprobs(rate=lambda prompt, k: "A" if "### Response A:\ngood" in prompt else "B")
+    op = pairwise_op(llm, method="logprobs")
+    [judged] = op.map_batch([pair("Q", "good", "bad")])
+    assert judged["meta"]["pairwise"]["verdict"] == "A" and judged["meta"]["pairwise"]["orders"] == ["A", "A"]
+    assert op.counters["orders where A and B hold less than 0.5 (answer read)"] == 2
 
 
 @pytest.mark.parametrize("error", [ModelAuthError("401 from the server"), ModelRequestError("request failed")])

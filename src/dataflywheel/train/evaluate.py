@@ -10,7 +10,7 @@ import numpy as np
 
 from dataflywheel.models.errors import ModelFeatureError, ModelRequestError
 from dataflywheel.models.llm import GenerationParams
-from dataflywheel.models.token_mass import label_mass, trusted
+from dataflywheel.models.token_mass import MIN_MASS, label_mass, trusted
 from dataflywheel.prompts import render_file
 from dataflywheel.records import instruction_text, prompt_turns, response_text
 
@@ -49,28 +49,37 @@ def answers(llm, records: list[dict], max_tokens: int = 256) -> list[str]:
                                                GenerationParams(max_tokens=max_tokens))]
 
 
-def _verdict(judge, instruction: str, first: str, second: str) -> str | None:
-    prompt = render_file(PAIRWISE, instruction=instruction, a=first, b=second)
-    conversation = [{"role": "user", "content": prompt}]
-    try:
-        [top] = judge.chat_top_logprobs([conversation], 20, ("A", "B"))
-        p = label_mass(top, lambda token: token.strip() if token.strip() in ("A", "B") else None)
-        if trusted(p):
-            return "A" if p.get("A", 0.0) >= p.get("B", 0.0) else "B"
-    except (ModelFeatureError, ModelRequestError):  # no logprobs (or refused): read the answer; fatal errors stop
-        pass
-    [[text]] = judge.chat([conversation], GenerationParams(max_tokens=4))
+def first_letter(text: str) -> str | None:
     text = text.strip().upper()
     return text[0] if text[:1] in ("A", "B") else None
 
 
+def letter_verdicts(judge, conversations: list[list[dict]], min_mass: float = MIN_MASS) -> tuple[list, list, list]:
+    """'A' or 'B' for each conversation (the PAIRWISE prompt) by the probability of the judge's first answer token,
+    trusted when A and B hold at least ``min_mass`` of it; else (or on a backend without logprobs) read from a
+    short answer. Returns (verdicts, each conversation's A/B mass, the positions whose answer was read)."""
+    try:
+        tops = judge.chat_top_logprobs(conversations, 20, ("A", "B"))
+    except (ModelFeatureError, ModelRequestError):  # no logprobs (or refused): read the answers; fatal errors stop
+        tops = [{} for _ in conversations]
+    masses = [label_mass(top, lambda token: token.strip() if token.strip() in ("A", "B") else None) for top in tops]
+    verdicts: list[str | None] = [("A" if mass.get("A", 0.0) >= mass.get("B", 0.0) else "B")
+                                  if trusted(mass, min_mass) else None for mass in masses]
+    read = [j for j, verdict in enumerate(verdicts) if verdict is None]
+    if read:
+        for j, [text] in zip(read, judge.chat([conversations[j] for j in read], GenerationParams(max_tokens=4))):
+            verdicts[j] = first_letter(text)
+    return verdicts, masses, read
+
+
 def win_rate(judge, records: list[dict], answers_a: list[str], answers_b: list[str]) -> dict:
     """Share of instructions where A's answer wins; each pair judged in both orders, disagreement = tie (0.5)."""
+    conversations = [[{"role": "user", "content": render_file(PAIRWISE, instruction=instruction_text(record), a=first,
+                                                              b=second)}]
+                     for record, a, b in zip(records, answers_a, answers_b) for first, second in ((a, b), (b, a))]
+    verdicts = letter_verdicts(judge, conversations)[0] if conversations else []
     outcomes = []
-    for record, a, b in zip(records, answers_a, answers_b):
-        instruction = instruction_text(record)
-        first = _verdict(judge, instruction, a, b)     # A shown first
-        second = _verdict(judge, instruction, b, a)    # A shown second
+    for first, second in zip(verdicts[0::2], verdicts[1::2]):  # A shown first, then A shown second
         a_wins_first, a_wins_second = first == "A", second == "B"
         if first is None or second is None or a_wins_first != a_wins_second:
             outcomes.append(0.5)

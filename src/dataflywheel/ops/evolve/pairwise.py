@@ -15,15 +15,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from dataflywheel.models.llm import GenerationParams
-from dataflywheel.models.token_mass import MIN_MASS, label_mass, trusted
+from dataflywheel.models.token_mass import MIN_MASS
 from dataflywheel.ops.base import Mapper, OpConfig, Rejected
 from dataflywheel.ops.evolve.fields import answer_text, sampling
 from dataflywheel.ops.registry import register
 from dataflywheel.ops.score.ifd import truncate
 from dataflywheel.prompts import render_file
 from dataflywheel.records import instruction_text
-from dataflywheel.train.evaluate import PAIRWISE as LETTER_PROMPT
+from dataflywheel.train.evaluate import PAIRWISE as LETTER_PROMPT, letter_verdicts
 
 PROMPT = Path(__file__).with_name("prompts") / "pairwise.txt"
 SCORE = {"A": 1.0, "B": 0.0, "tie": 0.5, None: float("nan")}
@@ -50,11 +49,6 @@ def combine(first: str | None, second: str | None) -> tuple[str | None, bool | N
     if first is None or second is None:
         return None, None
     return (first, True) if first == second else ("tie", False)
-
-
-def first_letter(text: str) -> str | None:
-    text = text.strip().upper()
-    return text[0] if text[:1] in ("A", "B") else None
 
 
 class PairwiseConfig(OpConfig):
@@ -153,18 +147,10 @@ class Pairwise(Mapper):
         return verdicts, {"rationales": [list(texts) for texts in answers]}
 
     def _logprobs(self, llm, prompts: list[list[dict]]) -> tuple[list[str | None], dict]:
-        tops = llm.chat_top_logprobs(prompts, 20, ("A", "B"))
-        masses = [label_mass(top, lambda token: token.strip() if token.strip() in ("A", "B") else None) for top in tops]
-        verdicts: list[str | None] = [None] * len(prompts)
-        for j, mass in enumerate(masses):
-            if trusted(mass, self.config.min_mass):
-                verdicts[j] = "A" if mass.get("A", 0.0) >= mass.get("B", 0.0) else "B"
-        unsure = [j for j, v in enumerate(verdicts) if v is None]
-        if unsure:
-            self.counters[f"orders where A and B hold less than {self.config.min_mass} (answer read)"] += len(unsure)
-            for j, [text] in zip(unsure, llm.chat([prompts[j] for j in unsure], GenerationParams(max_tokens=4))):
-                verdicts[j] = first_letter(text)
-            self.counters["orders without a readable A or B"] += sum(verdicts[j] is None for j in unsure)
+        verdicts, masses, read = letter_verdicts(llm, prompts, self.config.min_mass)
+        if read:
+            self.counters[f"orders where A and B hold less than {self.config.min_mass} (answer read)"] += len(read)
+            self.counters["orders without a readable A or B"] += sum(verdicts[j] is None for j in read)
         # p_first_shown: P(the answer shown first wins) in each order; ab_mass: the probability A and B hold
         p_a = [round(m.get("A", 0.0) / sum(m.values()), 4) if sum(m.values()) > 0 else None for m in masses]
         return verdicts, {"p_first_shown": p_a, "ab_mass": [round(sum(m.values()), 4) for m in masses]}
