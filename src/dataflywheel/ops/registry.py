@@ -19,7 +19,9 @@ def register(cls: type[Operator]) -> type[Operator]:
 
 
 def _load_builtin() -> None:
-    import dataflywheel.ops.catalog  # noqa: F401  (imports every built-in operator module)
+    from dataflywheel.ops.catalog import import_all
+
+    import_all()
 
 
 def load_plugins(modules: list[str]) -> None:
@@ -30,7 +32,10 @@ def load_plugins(modules: list[str]) -> None:
 
 def get_operator(name: str) -> type[Operator]:
     """The operator class for ``name``; KeyError with suggestions if there is none."""
-    _load_builtin()
+    from dataflywheel.ops.catalog import import_module_of
+
+    if name not in _REGISTRY and not import_module_of(name):
+        _load_builtin()  # for the suggestions
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=3)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "; see `flywheel ops`"
