@@ -382,12 +382,16 @@ def write_rows(rows: Iterable[dict], path: str | Path, file_type: str | None = N
 def _write(rows: Iterable[dict], path: Path, kind: str, *, gzipped: bool) -> int:
     if kind == "jsonl":
         opener = gzip.open if gzipped else open
-        count = 0
+        count, lines = 0, []
         with opener(path, "wt", encoding="utf-8", newline="\n") as handle:
             for row in rows:
-                handle.write(dumps(row) + "\n")
-                count += 1
-        return count
+                lines.append(dumps(row))
+                if len(lines) == 1024:
+                    handle.write("\n".join(lines) + "\n")
+                    count, lines = count + len(lines), []
+            if lines:
+                handle.write("\n".join(lines) + "\n")
+        return count + len(lines)
     rows = list(rows) if kind == "json" else [columnar_row(r) for r in rows]
     opener = gzip.open if gzipped else open  # .json.gz and .csv.gz are compressed as their names say
     if kind == "json":

@@ -162,8 +162,8 @@ def reject_row(step: str, reason: str, *, record: dict | None = None, origin: st
 
 def iter_checkpoint(path: Path, batch_size: int = 256) -> Iterator[list[dict]]:
     """Stream the records of a checkpoint in batches."""
-    for rows in iter_checkpoint_rows(path, batch_size):
-        yield [loads(row["record"]) for row in rows]
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=["record"]):
+        yield [loads(text) for text in batch.column(0).to_pylist()]
 
 
 def iter_checkpoint_rows(path: Path, batch_size: int = 256) -> Iterator[list[dict]]:
