@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataflywheel.errors import FatalError
-from dataflywheel.ops import Filter, OpConfig, register
+from dataflywheel.ops import Filter, OpConfig, Scorer, register
 
 
 class ServerGone(FatalError):
@@ -27,3 +27,23 @@ class FailAt(Filter):
         if self.counters["judged"] > self.config.after:
             raise ServerGone("the model server is gone")
         return [None] * len(records)
+
+
+class WordsConfig(OpConfig):
+    score_name: str = "words"
+
+
+@register
+class Words(Scorer):
+    """A model-free scorer: the response's word count, and a flag on some records (as IFD > 1 is flagged)."""
+
+    name = "test.words"
+    Config = WordsConfig
+    produces = ("words", "words.above_1")
+
+    def score_batch(self, records):
+        out = []
+        for record in records:
+            words = len(record["messages"][-1]["content"].split())
+            out.append({"words": float(words), "words.above_1": float(words % 7 == 0)})
+        return out

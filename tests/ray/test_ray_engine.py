@@ -116,6 +116,25 @@ def test_select_recipe_same_on_ray_with_scorer_on_actor_pool(ray_cluster, tmp_pa
     assert sum(m.get("calls", 0) for m in usage.values()) == 0  # calls counts fresh calls only
 
 
+def test_top_k_ranks_scores_gathered_by_tasks_same_as_local(ray_cluster, tmp_path):
+    """Only positions, ids and scores reach the driver; flagged records are never picked; same kept and reasons."""
+    rows = EXAMPLE_DATA.read_text(encoding="utf-8").splitlines()[:60]
+    data = {"input": {"path": str(write_jsonl(tmp_path / "in.jsonl", rows))}, "plugins": ["tests.ray.plugins"],
+            "output": {"dir": "unused"}, "cache": "off", "batch_size": 16,
+            "steps": [{"op": "test.words"}, {"op": "select.top_k", "scores": {"words": 1.0}, "fraction": 0.25},
+                      {"op": "select.top_k", "scores": {"words": 1.0}, "threshold": 340}]}
+    local_manifest, local = _run(LocalExecutor, data, tmp_path, "local")
+    manifest, ray = _run(RayExecutor, data, tmp_path, "ray")
+    assert ray["kept"] == local["kept"] and ray["rejects"] == local["rejects"]
+    assert _books(manifest) == _books(local_manifest)
+    reasons = [reason for _, _, reason in local["rejects"]]
+    assert any("words > 1" in r for r in reasons) and any("outside the budget of 15" in r for r in reasons)
+    assert sum("< threshold 340" in r for r in reasons) == 7
+    steps = {s["name"]: s for s in manifest["steps"]}
+    assert steps["top_k"]["ray"]["runs_on"] == "tasks, ranked on the driver"
+    assert steps["top_k"]["ray"]["rows_to_driver"] == 60
+
+
 def test_resume_on_ray_continues_from_the_last_finished_step(ray_cluster, tmp_path):
     lines = EXAMPLE_DATA.read_text(encoding="utf-8").splitlines()[:50]
     data = _recipe("dedup", tmp_path, lines + lines[:4])

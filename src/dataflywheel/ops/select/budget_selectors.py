@@ -11,7 +11,7 @@ from dataflywheel.algorithms.subset import (budget_size, cluster_balanced, clust
                                             rank_order, weighted_zscores)
 from dataflywheel.ops.base import OpConfig, Selection, Selector
 from dataflywheel.ops.registry import register
-from dataflywheel.ops.select.embedding_scan import excluded_by_flags, gather, keep_only, map_2d
+from dataflywheel.ops.select.embedding_scan import Gathered, excluded_by_flags, gather, keep_only, map_2d
 from dataflywheel.records import TextField
 
 
@@ -48,10 +48,17 @@ class TopK(Selector):
     def reads_scores(self) -> tuple[str, ...]:
         return tuple(self.config.scores)
 
-    def select(self, scan) -> Selection:
+    def flag_names(self) -> tuple[str, ...]:
+        """The flags whose records are never picked (IFD > 1 of a score ranked upward)."""
         cfg = self.config
-        found = gather(scan, score_names=tuple(cfg.scores), op=self,
-                       flag_names=tuple(f"{s}.above_1" for s, w in cfg.scores.items() if w > 0) if cfg.exclude_flagged else ())
+        return tuple(f"{s}.above_1" for s, w in cfg.scores.items() if w > 0) if cfg.exclude_flagged else ()
+
+    def select(self, scan) -> Selection:
+        return self.choose(gather(scan, score_names=tuple(self.config.scores), op=self, flag_names=self.flag_names()))
+
+    def choose(self, found: Gathered) -> Selection:
+        """The selection from the records' ids, scores and flags (gathered here, or on a cluster)."""
+        cfg = self.config
         excluded = excluded_by_flags(found)
         if len(cfg.scores) == 1:
             [(name, weight)] = cfg.scores.items()
