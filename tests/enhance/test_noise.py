@@ -64,8 +64,9 @@ def test_final_answers_compare_labels_not_wording():
     assert final_answer("Let me think. 2 + 3 makes five.\nAnswer: 5.") == "5"
     assert final_answer("The answer is: The Blue") == "blue"
     assert final_answer("#### 42") == "42"
-    # the same normaliser as rationale distillation (SQuAD-style): inner punctuation and articles do not count
-    assert final_answer("Answer: New-York, the city") == final_answer("answer = new york city") == "new york city"
+    # the same normaliser as rationale distillation: articles and outer punctuation do not count, inner does
+    assert final_answer("Answer: (The) New York, city!") == final_answer("answer = new york city") == "new york city"
+    assert len({final_answer(f"Answer: {a}") for a in ("1/2", "1.2", "12", "x+1", "x-1")}) == 5
 
 
 def test_exact_agreement_rejects_the_wrong_label_and_keeps_the_right_ones():

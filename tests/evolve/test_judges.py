@@ -251,6 +251,13 @@ def test_pairwise_logprobs_on_a_backend_without_logprobs_reads_the_answers():
     assert judged["meta"]["pairwise"]["verdict"] == "A" and judged["meta"]["pairwise"]["orders"] == ["A", "A"]
     assert op.counters["orders where A and B hold less than 0.5 (answer read)"] == 2
 
+    class Failing(ScriptedJudge):  # a failed request is not a backend without logprobs: it is the record's error
+        def chat_top_logprobs(self, conversations, k=20, labels=()):
+            raise ModelRequestError("500 from the server")
+
+    with pytest.raises(ModelRequestError):
+        pairwise_op(Failing(rate=lambda prompt, k: "A"), method="logprobs").map_batch([pair("Q", "good", "bad")])
+
 
 @pytest.mark.parametrize("error", [ModelAuthError("401 from the server"), ModelRequestError("request failed")])
 def test_model_errors_propagate_not_ties_or_nan(error):

@@ -48,6 +48,8 @@ def test_parquet_is_not_gzipped_on_write_but_a_gzipped_one_is_read(tmp_path):
 
     with pytest.raises(RecordError, match="out.parquet.gz: Parquet compresses inside the file"):
         write_records(read_rows([SINGLE]), tmp_path / "out.parquet.gz", "trl")
+    with pytest.raises(RecordError, match="Parquet compresses inside the file"):  # the type named (flywheel convert)
+        write_records(read_rows([SINGLE]), tmp_path / "out.parquet.gz", "trl", "parquet")
     with pytest.raises(RecipeError, match="Parquet compresses inside the file"):
         parse_recipe({"input": {"path": "in.jsonl"}, "output": {"file": "out.parquet.gz"},
                       "steps": [{"op": "select.length_filter"}]})

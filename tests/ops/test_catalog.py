@@ -8,9 +8,24 @@ from dataflywheel.ops.catalog import MODULES
 
 
 def test_every_builtin_operator_is_in_the_table_under_its_module():
+    import importlib
+    import pkgutil
+
+    import dataflywheel.ops
+
+    for module in pkgutil.walk_packages(dataflywheel.ops.__path__, "dataflywheel.ops."):
+        importlib.import_module(module.name)  # an operator module missing from the table registers here too
     builtin = {name: cls.__module__.removeprefix("dataflywheel.ops.") for name, cls in all_operators().items()
                if cls.__module__.startswith("dataflywheel.ops.")}
     assert MODULES == builtin
+
+
+def test_a_plugin_cannot_take_a_builtin_name():
+    code = ("from dataflywheel.ops import Filter, OpConfig, get_operator, register\n"
+            "class Mine(Filter):\n    name = 'select.length_filter'\n    Config = OpConfig\n"
+            "register(Mine)\nget_operator('select.length_filter')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode != 0 and "registered twice" in done.stderr
 
 
 def test_asking_for_one_operator_imports_only_its_module():

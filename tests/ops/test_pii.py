@@ -135,14 +135,32 @@ def test_reject_action_rejects_naming_the_types():
     assert apply_mapper(original, "pii", batch[:1])[0].record == batch[0]
 
 
-def test_rejected_pii_is_redacted_in_the_run_directory(tmp_path):
-    rows = [{"instruction": "Write to jo@bank.pt about card 5555 5555 5555 4444", "output": "Done."},
+def test_rejected_pii_is_redacted_in_rejected(tmp_path):
+    """The redacted copy covers meta (extra input columns, the alpaca split) too. The run's checkpoints still
+    hold the input as read (documented on rejected_copy)."""
+    rows = [{"instruction": "Write to jo@bank.pt about card 5555 5555 5555 4444", "output": "Done.",
+             "contact": "jo@bank.pt"},
             {"instruction": "Say hi", "output": "hi"}]
     _, manifest, out, rejects = run_steps(tmp_path, [{"op": "enhance.pii", "action": "reject"}], rows)
     assert [r["messages"][0]["content"] for r in out] == ["Say hi"]
     assert len(rejects) == 1 and rejects[0]["reason"] == "contains PII: CREDIT_CARD x1, EMAIL x1"
     stored = json.dumps(rejects)
     assert "jo@bank.pt" not in stored and "5555 5555" not in stored and "<EMAIL>" in stored
+
+
+def test_redaction_covers_meta_and_earlier_lineage():
+    from dataflywheel.records import make_record
+
+    record = make_record([{"role": "user", "content": "Mail ana@bank.pt"}, {"role": "assistant", "content": "ok"}],
+                         meta={"contact": "ana@bank.pt", "n": 3},
+                         lineage=[{"op": "enhance.rewrite", "step": "rewrite", "kind": "mapper", "parents": ["x"],
+                                   "original": "Mail ana@bank.pt please"}])
+    cls = get_operator("enhance.pii")
+    op = cls()
+    out = op.map(record)
+    assert "ana@bank.pt" not in json.dumps(out)
+    assert out["meta"] == {"contact": "<EMAIL>", "n": 3} and out["lineage"][0]["original"] == "Mail <EMAIL> please"
+    assert dict(op.counters) == {"redacted EMAIL": 1, "records with PII": 1}  # the turns' findings are counted
 
 
 def test_pii_steps_in_a_run(tmp_path):

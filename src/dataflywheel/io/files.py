@@ -374,6 +374,7 @@ def write_rows(rows: Iterable[dict], path: str | Path, file_type: str | None = N
     kind = file_type or detect_file_type_for_writing(path)
     if kind not in WRITE_TYPES:
         raise ValueError(f"cannot write file type {kind!r}; use one of {', '.join(WRITE_TYPES)}")
+    _no_gzipped_parquet(path, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     with replacing(path) as tmp:
         return _write(rows, tmp, kind, gzipped=path.name.endswith(".gz"))
@@ -425,7 +426,11 @@ def detect_file_type_for_writing(path: Path) -> str:
         raise
     if kind not in WRITE_TYPES:
         raise RecordError(f"{path.name}: a .{kind} file is read only; write one of {', '.join(WRITE_TYPES)}")
+    _no_gzipped_parquet(path, kind)
+    return kind
+
+
+def _no_gzipped_parquet(path: Path, kind: str) -> None:
     if kind == "parquet" and path.name.lower().endswith(".gz"):
         raise RecordError(f"{path.name}: Parquet compresses inside the file (and few tools read a gzipped one); "
                           "name it .parquet")
-    return kind

@@ -84,7 +84,7 @@ class ModelSpec(BaseModel):
         """Identity of the outputs: backend, endpoint, weights and the options that change answers (not speed
         knobs). The endpoint is the one the client will call, also when it comes from $OPENAI_BASE_URL."""
         relevant = {k: v for k, v in sorted(self.options.items()) if k not in _SPEED_OPTIONS}
-        if relevant.get("adapter") and self.backend in ("transformers", "vllm"):
+        if relevant.get("adapter") and self.backend == "transformers":
             relevant["adapter_digest"] = adapter_digest(relevant["adapter"])
         suffix = json.dumps(relevant, sort_keys=True, separators=(",", ":")) if relevant else ""
         base_url = ""
@@ -118,10 +118,11 @@ def backend_class(backend: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-def backend_options(backend: str) -> set[str]:
+@functools.cache
+def backend_options(backend: str) -> frozenset[str]:
     """The options (keyword arguments besides the model) a backend takes."""
     parameters = inspect.signature(backend_class(backend).__init__).parameters
-    return {name for name, p in parameters.items() if p.kind is p.KEYWORD_ONLY}
+    return frozenset(name for name, p in parameters.items() if p.kind is p.KEYWORD_ONLY)
 
 
 def build_model(spec: ModelSpec, quiet: bool = False):

@@ -11,8 +11,9 @@ _MARKED = re.compile(r"(?:answer\s*(?:is)?\s*[:=]|####)\s*(.+)", re.IGNORECASE)
 
 
 def normalize_answer(text: str) -> str:
-    """SQuAD-style: lower case, punctuation and articles dropped, whitespace collapsed."""
-    text = re.sub(r"[^\w\s]", " ", text.lower())
+    """SQuAD-style (lower case, articles dropped, whitespace collapsed), but punctuation is dropped only where it
+    does not join two characters: '1/2', '1.2', 'x+1' and 'x-1' stay apart; 'Paris.' and '(Paris)' are 'paris'."""
+    text = re.sub(r"(?<!\w)[^\w\s]+|[^\w\s]+(?!\w)", " ", text.lower())
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 

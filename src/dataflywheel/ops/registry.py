@@ -34,7 +34,8 @@ def get_operator(name: str) -> type[Operator]:
     """The operator class for ``name``; KeyError with suggestions if there is none."""
     from dataflywheel.ops.catalog import import_module_of
 
-    if name not in _REGISTRY and not import_module_of(name):
+    # the built-in module first, also when a plugin registered the name: the clash is an error, not a swap
+    if not import_module_of(name) and name not in _REGISTRY:
         _load_builtin()  # for the suggestions
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=3)

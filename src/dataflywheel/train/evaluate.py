@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dataflywheel.models.errors import ModelFeatureError, ModelRequestError
+from dataflywheel.models.errors import ModelFeatureError
 from dataflywheel.models.llm import GenerationParams
 from dataflywheel.models.token_mass import MIN_MASS, label_mass, trusted
 from dataflywheel.prompts import render_file
@@ -60,7 +60,7 @@ def letter_verdicts(judge, conversations: list[list[dict]], min_mass: float = MI
     short answer. Returns (verdicts, each conversation's A/B mass, the positions whose answer was read)."""
     try:
         tops = judge.chat_top_logprobs(conversations, 20, ("A", "B"))
-    except (ModelFeatureError, ModelRequestError):  # no logprobs (or refused): read the answers; fatal errors stop
+    except ModelFeatureError:  # a backend without logprobs: read the answers (a failed request is an error)
         tops = [{} for _ in conversations]
     masses = [label_mass(top, lambda token: token.strip() if token.strip() in ("A", "B") else None) for top in tops]
     verdicts: list[str | None] = [("A" if mass.get("A", 0.0) >= mass.get("B", 0.0) else "B")

@@ -119,10 +119,10 @@ class PiiRedact(Mapper):
         if self.config.action == "reject":
             return self._rejected(record) or record
         out = self._redacted(record)
-        changed = any(a != b for a, b in zip(_texts(out), _texts(record)))
-        if changed:
-            self.counters["records with PII"] += 1
-        return out if changed else record
+        if out == record:
+            return record
+        self.counters["records with PII"] += 1
+        return out
 
     def _redacted(self, record: dict) -> dict:
         out = dict(record)
@@ -130,9 +130,13 @@ class PiiRedact(Mapper):
         for key in ("chosen", "rejected"):
             if record.get(key) is not None:
                 out[key] = {**record[key], "content": self._redact(record[key]["content"])}
-        alpaca = record.get("meta", {}).get("alpaca")
-        if alpaca:  # the instruction/input split kept for writing back: it holds the same text as the turn
-            out["meta"] = {**record["meta"], "alpaca": _in_strings(alpaca, lambda text: self._redact(text, count=False))}
+        quietly = lambda text: self._redact(text, count=False)  # noqa: E731
+        # meta (extra input columns, the alpaca instruction/input split) and earlier steps' lineage details (a
+        # rewrite's original text) are written with the record too
+        if record.get("meta"):
+            out["meta"] = _in_strings(record["meta"], quietly)
+        if record.get("lineage"):
+            out["lineage"] = _in_strings(record["lineage"], quietly)
         return out
 
     def _rejected(self, record: dict) -> Rejected | None:
