@@ -147,11 +147,6 @@ class RunDir:
                     shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
 
 
-def record_row(record: dict, origin: str, text: str | None = None) -> dict:
-    """A checkpoint row; ``text`` is the record's JSON when the caller already has it."""
-    return {"id": record["id"], "origin": origin, "record": text if text is not None else dumps(record)}
-
-
 def reject_row(step: str, reason: str, *, record: dict | None = None, origin: str | None = None,
                source: str = "", raw: str = "", error: bool = False) -> dict:
     if record is not None and not source:

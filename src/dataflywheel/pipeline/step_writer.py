@@ -17,8 +17,8 @@ from pathlib import Path
 
 from dataflywheel.pipeline.apply import Item, StepFailed
 from dataflywheel.pipeline.run_dir import (CHECKPOINT_SCHEMA, REJECT_SCHEMA, InvariantError, ParquetSink, RunDir,
-                                           read_table, record_row, reject_row)
-from dataflywheel.records import loads
+                                           read_table, reject_row)
+from dataflywheel.records import dumps, loads
 
 Rows = list[tuple[dict, str, "str | None"]]
 """A batch as it moves between steps: (record, origin, the record's JSON text when known)."""
@@ -50,31 +50,39 @@ class StepWriter:
     def add(self, items: list[Item], rows: Rows = ()) -> Rows:
         """Book one batch's items (``rows``: the input their positions refer to); return the kept rows."""
         self._ensure_sinks()
-        counts = self._part_counts if self.parts is not None else self.counts
-        counts["in"] += len(rows)
-        kept, failed = [], 0
-        for item in items:
-            if item.position is not None:
-                origin = rows[item.position][1]
+        keep, reject = self._records.add, self._rejects.add
+        kept, failed, errors, rejected, generated = [], 0, 0, 0, 0
+        for item in items:  # once per record of every step: written for speed
+            position = item.position
+            if position is not None:
+                row = rows[position]
+                origin = row[1]
             elif item.record is None and item.error:
-                origin = None  # a failure of the operator on a whole batch: no record to account for
+                row, origin = None, None  # a failure of the operator on a whole batch: no record to account for
             else:
+                row = None
                 self.seq += 1
                 origin = f"{self.name}#{self.seq}"
-                counts["generated"] += 1
-            counts["errors"] += int(item.error)
-            failed += int(item.error and item.position is not None)
+                generated += 1
+            if item.error:
+                errors += 1
+                failed += position is not None
             if item.reason is None:
-                same = item.position is not None and item.record is rows[item.position][0]
-                text = rows[item.position][2] if same else None  # unchanged: its JSON is already known
-                row = record_row(item.record, origin, text)
-                self._records.add(row)
-                counts["out"] += 1
-                kept.append((item.record, origin, row["record"]))
+                record = item.record
+                # unchanged: its JSON is already known
+                text = row[2] if row is not None and record is row[0] and row[2] is not None else dumps(record)
+                keep({"id": record["id"], "origin": origin, "record": text})
+                kept.append((record, origin, text))
             else:
-                self._rejects.add(reject_row(self.name, item.reason, record=item.record, origin=origin,
-                                             raw=item.raw, error=item.error))
-                counts["rejected"] += int(origin is not None)
+                reject(reject_row(self.name, item.reason, record=item.record, origin=origin, raw=item.raw,
+                                  error=item.error))
+                rejected += origin is not None
+        counts = self._part_counts if self.parts is not None else self.counts
+        counts["in"] += len(rows)
+        counts["out"] += len(kept)
+        counts["rejected"] += rejected
+        counts["generated"] += generated
+        counts["errors"] += errors
         self._watch_failures(items, len(rows), failed)
         return kept
 
