@@ -49,8 +49,9 @@ REFERENCE_MODEL = "gpt4_1106_preview"
 METHODS = ("longest", "ifd", "ask_llm", "judge", "density", "deita", "less", "combo")
 ARMS = ["base", "random5", "random10", "full"] + [f"{m}{p}" for m in METHODS for p in (5, 10)] + ["flywheel10"]
 FLYWHEEL_SELECTION = "length"
-"""The flywheel arm's select stage: the score of the best one-shot 10% arm measured since issue 13's fixes when the
-arm was added (longest10; the scorer arms await their re-run)."""
+"""The flywheel arm's select stage: when the arm was added, longest10 was the best 10% arm measured since issue 13's
+fixes (the scorer arms had not been re-run yet). Since then less10 measured slightly better (-0.001 [-0.002, +0.000]
+vs longest10); the flywheel arm was not re-run with LESS selection."""
 COMBO = {"ifd": 1.0, "ask_llm": 1.0, "length": 1.0}
 """Our combination, fixed before any arm ran: equal-weight z-scores of IFD, Ask-LLM p(yes) and answer length."""
 BEFORE = RESULTS / "before_issue13"
