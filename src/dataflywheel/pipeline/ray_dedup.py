@@ -22,7 +22,7 @@ import pyarrow as pa
 from dataflywheel.algorithms.minhash import band_keys, estimated_jaccard, optimal_bands
 from dataflywheel.ops.base import Selection
 from dataflywheel.ops.select.budget_selectors import TopK
-from dataflywheel.ops.select.embedding_scan import Gathered
+from dataflywheel.ops.select.embedding_scan import Gathered, check_present, score_values
 from dataflywheel.ops.select.exact_dedup import ExactDedup
 from dataflywheel.ops.select.minhash_dedup import MinHashDedup, sign_batch
 from dataflywheel.ops.select.score_check import check_scores
@@ -104,8 +104,8 @@ def _score_rows(table: pa.Table, names: tuple[str, ...]) -> pa.Table:
     """Position, id and the named scores and flags of each record (NaN where absent): all the ranking needs."""
     records = [loads(text) for text in table.column("record").to_pylist()]
     columns = {"position": table.column("position"), "id": pa.array([r["id"] for r in records], pa.string())}
-    for n, name in enumerate(names):
-        columns[f"s{n}"] = pa.array([float(r.get("scores", {}).get(name, float("nan"))) for r in records], pa.float64())
+    for n, values in enumerate(score_values(records, names).values()):
+        columns[f"s{n}"] = pa.array(values, pa.float64())
     return pa.table(columns)
 
 
@@ -119,10 +119,9 @@ def top_k(op: TopK, data) -> tuple[Selection, dict]:
                                                                                  batch_format="pyarrow")))
     table = table.sort_by("position")
     values = {name: table.column(f"s{n}").to_numpy() for n, name in enumerate(names)}
-    for name in scores:
-        check_scores(op, name, int((~np.isnan(values[name])).sum()), table.num_rows)
     found = Gathered(table.column("id").to_pylist(), None, {k: values[k] for k in scores},
                      {k: values[k] for k in flags})
+    check_present(op, found.scores)
     return op.choose(found), {"runs_on": "tasks, ranked on the driver", "rows_to_driver": table.num_rows,
                               "bytes_to_driver": table.nbytes}
 

@@ -29,15 +29,25 @@ def gather(scan, *, embedder=None, field: str = "conversation", score_names: tup
         ids.extend(r["id"] for r in batch)
         if embedder is not None:
             blocks.append(embedder.embed([text_of(r, field) for r in batch]))
-        for name in values:
-            values[name].extend(float(r.get("scores", {}).get(name, float("nan"))) for r in batch)
+        for name, column in score_values(batch, tuple(values)).items():
+            values[name].extend(column)
     embeddings = np.concatenate(blocks).astype(np.float32) if blocks else None
     scores = {k: np.asarray(values[k], dtype=np.float64) for k in score_names}
     flags = {k: np.asarray(values[k], dtype=np.float64) for k in flag_names}
     if op is not None:
-        for name, column in scores.items():
-            check_scores(op, name, int((~np.isnan(column)).sum()), len(column))
+        check_present(op, scores)
     return Gathered(ids, embeddings, scores, flags)
+
+
+def score_values(records: list[dict], names: tuple[str, ...]) -> dict[str, list[float]]:
+    """The named scores of each record, NaN where absent."""
+    return {name: [float(r.get("scores", {}).get(name, float("nan"))) for r in records] for name in names}
+
+
+def check_present(op, scores: dict[str, np.ndarray]) -> None:
+    """A score no record has raises MissingScoreError; records without one are counted."""
+    for name, column in scores.items():
+        check_scores(op, name, int((~np.isnan(column)).sum()), len(column))
 
 
 def excluded_by_flags(found: Gathered) -> dict[int, str]:
