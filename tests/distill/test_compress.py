@@ -127,3 +127,53 @@ def test_real_model_meets_the_ratio_and_keeps_what_is_protected(corpus_texts):
             assert all(span in text for span in protected_in(before["messages"][0]["content"]))
             assert abs(after["meta"]["compress"]["achieved"] - 0.4) <= 0.02
             assert len(re.findall(r"\S+", text)) < 0.8 * len(re.findall(r"\S+", before["messages"][0]["content"]))
+
+
+class LoggingLLM(RuleLLM):
+    """RuleLLM that keeps every (prefix, text) pair it scored, call by call."""
+
+    def __init__(self):
+        super().__init__()
+        self.log = []
+
+    def logprobs(self, prefixes, continuations):
+        self.log.append(list(zip(prefixes, continuations)))
+        return super().logprobs(prefixes, continuations)
+
+
+def test_llmlingua_scores_each_window_once_and_after_the_compressed_text(corpus_texts):
+    """One self-information pass over the original text; after it, only windows that follow a drop are
+    scored again, each after the compressed text before it (never after the original text)."""
+    op = get_operator("distill.llmlingua")
+    texts = [prompt(t[:2500]) for t in corpus_texts[:2]]
+    model = LoggingLLM()
+    op(op.Config(ratio=0.4, iterative_size=64), OpContext(models=OneModel(model))).map_batch(
+        [make_record([{"role": "user", "content": t}]) for t in texts])
+    first, *later = model.log
+    for text in texts:  # the first call reads each text whole, every window after its original prefix
+        own = [c for p, c in first if text.startswith(p + c)]
+        assert sum(len(c) for c in own) >= 0.95 * len(text)
+    assert later, "windows after a drop are scored after the compressed text"
+    for pairs in later:
+        for prefix, window in pairs:
+            original = next(t for t in texts if window in t)
+            assert not original.startswith(prefix + window), "a window scored again after the original text"
+    scored_again = sum(len(c) for pairs in later for _, c in pairs)
+    assert scored_again < sum(len(t) for t in texts)
+
+
+def test_whole_units_land_as_close_to_the_ratio_as_their_sizes_allow():
+    """Dropping by score alone overshoots with big units; moves of one unit (drop, restore, swap) get closer."""
+    from dataflywheel.ops.distill.compressors import Job, fit_ratio, offsets
+    tokenizer = RuleLLM().tokenizer
+    sentences = ["One two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+                 "seventeen eighteen nineteen twenty.", "Alpha beta gamma delta.",
+                 "Red green blue yellow purple orange pink brown black white grey.", "Cats sleep well."]
+    text = " ".join(sentences)
+    units = build_units(text, offsets(tokenizer, text), [], "sentence")
+    sizes = [len(u) for u in units.units]
+    assert len(sizes) == 4 and sizes[0] > sizes[2] + sizes[1]
+    job = Job(units, sizes[2] / len(units.spans))  # the target: keep exactly sentence 2
+    job.scores = [4.0, 1.0, 3.0, 2.0]  # by score alone: drop 1, 3, 2 and keep the long sentence 0
+    count = fit_ratio(job, tokenizer)
+    assert abs(count - sizes[2]) <= 1 and job.dropped == {0, 1, 3}

@@ -9,6 +9,9 @@ Both work on ``Units`` (units.py) and on batches of texts, so model calls batch 
   budget; a coarse step drops whole paragraphs by perplexity (kept up to ``slack`` x the budget, in rank
   order); then iterative compression, window by window, scores each window conditioned on the *compressed*
   text before it and keeps its highest-loss units at a dynamic per-window ratio that lands on the budget.
+  The self-information pass of Selective Context comes first and serves twice: paragraph perplexities for the
+  coarse step, and the losses of every window with nothing dropped before it (its compressed prefix is the
+  original text), so only windows after a drop cost a second model call.
 
 Either way a last pass re-counts the rendered text with the tokenizer and drops or restores units by score
 until the achieved ratio is as close to the requested one as whole units allow.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import bisect
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from dataflywheel.models.llm import ModelFeatureError
@@ -95,15 +99,28 @@ def windows(units: Units, size: int, start: int = 0, end: int | None = None) -> 
     return out
 
 
+def token_indices(units: Units, offset: int, spans: list[tuple[int, int]]) -> list[int]:
+    """Which of ``units``' tokens each span of a window's text is (``offset``: where the window starts); the
+    window's tokenization matches the whole text's because windows are cut at word starts."""
+    starts = [a for a, _ in units.spans]
+    out = []
+    for a, b in spans:
+        piece = units.text[offset + a: offset + b]
+        core = offset + a + len(piece) - len(piece.lstrip())
+        out.append(bisect.bisect_right(starts, core) - 1)
+    return out
+
+
 def add_scores(job: Job, offset: int, spans: list[tuple[int, int]], losses: list[float]) -> None:
     """Unit scores (mean loss of their tokens) from a window's token losses; ``offset``: where its text starts."""
-    units = job.units
-    starts = [a for a, _ in units.spans]
+    set_unit_scores(job, zip(token_indices(job.units, offset, spans), losses))
+
+
+def set_unit_scores(job: Job, token_losses_: Iterable[tuple[int, float]]) -> None:
+    """Each unit's score: the mean loss of its tokens among ``(token index, loss)`` pairs."""
     sums: dict[int, list[float]] = {}
-    for (a, b), loss in zip(spans, losses):
-        core = offset + a + len(units.text[offset + a: offset + b]) - len(units.text[offset + a: offset + b].lstrip())
-        token = bisect.bisect_right(starts, core) - 1
-        unit = units.unit_of.get(token)
+    for token, loss in token_losses_:
+        unit = job.units.unit_of.get(token)
         if unit is not None:
             sums.setdefault(unit, []).append(loss)
     for unit, values in sums.items():
@@ -141,8 +158,41 @@ def fit_ratio(job: Job, tokenizer, rounds: int = 12) -> int:
         if not moved:
             break
     assert best is not None
+    for _ in range(rounds if best[0] > 0.5 else 0):  # whole units overshoot: one drop, restore or swap closer
+        diff = best[2] - target
+        move = _closest_move(job, size, best[1], diff)
+        if move is None:
+            break
+        dropped = (best[1] | move[0]) - move[1]
+        count = count_tokens(tokenizer, render(job.units, dropped))
+        if abs(count - target) >= best[0]:
+            break
+        best = (abs(count - target), dropped, count)
     job.dropped = best[1]
     return best[2]
+
+
+def _closest_move(job: Job, size: list[int], dropped: set[int], diff: float) -> tuple[set[int], set[int]] | None:
+    """The drop of one kept unit, restore of one dropped unit, or swap of the two whose sizes bring the token
+    count closest to the target (``diff``: count - target); among equals, the one costing the least score.
+    Returns (units to drop, units to restore), or None when no move gets closer."""
+    scores = job.scores
+    kept = {}  # size -> the lowest-scored kept unit of that size
+    for u in range(len(size)):
+        if u not in dropped and (size[u] not in kept or scores[u] < scores[kept[size[u]]]):
+            kept[size[u]] = u
+    back = {}  # size -> the highest-scored dropped unit of that size (never one the coarse step removed)
+    for u in dropped:
+        if not math.isinf(scores[u]) and (size[u] not in back or scores[u] > scores[back[size[u]]]):
+            back[size[u]] = u
+    options = [(abs(diff - s), scores[u], {u}, set()) for s, u in kept.items()]
+    options += [(abs(diff + s), -scores[d], set(), {d}) for s, d in back.items()]
+    options += [(abs(diff - s + t), scores[u] - scores[d], {u}, {d}) for s, u in kept.items() for t, d in back.items()]
+    options = [o for o in options if o[0] < abs(diff) and not math.isnan(o[1])]
+    if not options:
+        return None
+    best = min(options, key=lambda o: (o[0], o[1]))
+    return best[2], best[3]
 
 
 def drop_lowest(job: Job, units: list[int], keep_tokens: float) -> None:
@@ -156,8 +206,9 @@ def drop_lowest(job: Job, units: list[int], keep_tokens: float) -> None:
             job.dropped.add(u)
 
 
-def selective_context(llm, jobs: list[Job], window: int = 512) -> None:
-    """Score every unit by self-information (original text as context), then drop the least informative."""
+def self_information(llm, jobs: list[Job], window: int) -> list[list[tuple[int, float]]]:
+    """Per job: every token's loss given the original text before it (windows of ``window`` tokens, each with
+    the text before it as prefix), as (token index, loss) pairs in text order; one batched call."""
     plan = [(j, a, b) for j, job in enumerate(jobs) for a, b in windows(job.units, window)]
     texts, prefixes = [], []
     for j, a, b in plan:
@@ -165,9 +216,16 @@ def selective_context(llm, jobs: list[Job], window: int = 512) -> None:
         start, end = units.spans[a][0], units.spans[b - 1][1]
         texts.append(units.text[start:end])
         prefixes.append(units.text[:start])
+    out: list[list[tuple[int, float]]] = [[] for _ in jobs]
     for (j, a, _), (spans, losses) in zip(plan, token_losses(llm, prefixes, texts)):
-        add_scores(jobs[j], jobs[j].units.spans[a][0], spans, losses)
-    for job in jobs:
+        out[j].extend(zip(token_indices(jobs[j].units, jobs[j].units.spans[a][0], spans), losses))
+    return out
+
+
+def selective_context(llm, jobs: list[Job], window: int = 512) -> None:
+    """Score every unit by self-information (original text as context), then drop the least informative."""
+    for job, losses in zip(jobs, self_information(llm, jobs, window)):
+        set_unit_scores(job, losses)
         drop_lowest(job, list(range(len(job.units.units))), job.keep_target)
         fit_ratio(job, llm.tokenizer)
 
@@ -180,11 +238,18 @@ def paragraphs(units: Units) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
-def llmlingua(llm, jobs: list[Job], iterative_size: int = 200, coarse: bool = True, slack: float = 1.3) -> None:
-    """Budget controller, coarse paragraph filter, then iterative window-by-window compression (see module doc)."""
+def llmlingua(llm, jobs: list[Job], iterative_size: int = 200, coarse: bool = True, slack: float = 1.3,
+              window: int = 512) -> None:
+    """Budget controller, coarse paragraph filter, then iterative window-by-window compression (see module doc).
+
+    One first pass gives every token's loss given the original text before it (``window`` tokens per call);
+    it ranks the paragraphs for the coarse step, and it *is* the conditional loss of every iterative window
+    whose compressed prefix is still the original text (nothing dropped before it): those windows need no
+    second call. Only windows after a drop are scored again, after the compressed text before them."""
+    first = self_information(llm, jobs, window)
     spans_of = [paragraphs(job.units) for job in jobs]
     if coarse:
-        _coarse(llm, jobs, spans_of, slack)
+        _coarse(jobs, spans_of, first, slack)
     plans = []
     for job, paras in zip(jobs, spans_of):
         kept = [p for p in paras if not _all_dropped(job, *p)]
@@ -192,15 +257,20 @@ def llmlingua(llm, jobs: list[Job], iterative_size: int = 200, coarse: bool = Tr
     kept_so_far = [0.0] * len(jobs)
     for step in range(max((len(p) for p in plans), default=0)):
         todo = [(j, plans[j][step]) for j in range(len(jobs)) if step < len(plans[j])]
+        again = [(j, (a, b)) for j, (a, b) in todo if _dropped_before(jobs[j], a)]
         prefixes, texts = [], []
-        for j, (a, b) in todo:
+        for j, (a, b) in again:
             units = jobs[j].units
             start = units.spans[a][0]
             prefixes.append(_render_before(jobs[j], start))
             texts.append(units.text[start:units.spans[b - 1][1]])
-        for (j, (a, b)), (spans, losses) in zip(todo, token_losses(llm, prefixes, texts)):
+        scored = dict(zip(again, token_losses(llm, prefixes, texts)))
+        for j, (a, b) in todo:
             job = jobs[j]
-            add_scores(job, job.units.spans[a][0], spans, losses)
+            if (j, (a, b)) in scored:
+                add_scores(job, job.units.spans[a][0], *scored[(j, (a, b))])
+            else:
+                set_unit_scores(job, ((t, loss) for t, loss in first[j] if a <= t < b))
             here = _units_in(job, a, b)
             later = sum(len(job.units.units[u]) for w in plans[j][step:] for u in _units_in(job, *w))
             tau = min(1.0, max(0.0, (job.keep_target - kept_so_far[j]) / later)) if later else 1.0
@@ -208,6 +278,11 @@ def llmlingua(llm, jobs: list[Job], iterative_size: int = 200, coarse: bool = Tr
             kept_so_far[j] += sum(len(job.units.units[u]) for u in here if u not in job.dropped)
     for job in jobs:
         fit_ratio(job, llm.tokenizer)
+
+
+def _dropped_before(job: Job, first: int) -> bool:
+    """Whether any unit starting before token ``first`` is dropped (then the text before it is compressed)."""
+    return any(job.units.units[u][0] < first for u in job.dropped)
 
 
 def _units_in(job: Job, first: int, last: int) -> list[int]:
@@ -229,14 +304,17 @@ def _render_before(job: Job, start: int) -> str:
     return render(head, job.dropped) if job.dropped else head.text
 
 
-def _coarse(llm, jobs: list[Job], spans_of: list[list[tuple[int, int]]], slack: float) -> None:
-    """Rank paragraphs by perplexity and drop the lowest whole, keeping slack x the budget (2+ paragraphs only)."""
-    plan = [(j, a, b) for j, paras in enumerate(spans_of) if len(paras) > 1 for a, b in paras]
-    texts = [jobs[j].units.text[jobs[j].units.spans[a][0]:jobs[j].units.spans[b - 1][1]] for j, a, b in plan]
-    ppl: dict[int, list[tuple[float, int, int]]] = {}
-    for (j, a, b), (_, losses) in zip(plan, token_losses(llm, [""] * len(texts), texts)):
-        ppl.setdefault(j, []).append((sum(losses) / max(1, len(losses)), a, b))
-    for j, ranked in ppl.items():
+def _coarse(jobs: list[Job], spans_of: list[list[tuple[int, int]]], first: list[list[tuple[int, float]]],
+            slack: float) -> None:
+    """Rank paragraphs by perplexity (their tokens' mean loss in the first pass) and drop the lowest whole,
+    keeping slack x the budget (2+ paragraphs only)."""
+    for j, paras in enumerate(spans_of):
+        if len(paras) < 2:
+            continue
+        ranked = []
+        for a, b in paras:
+            losses = [loss for t, loss in first[j] if a <= t < b]
+            ranked.append((sum(losses) / max(1, len(losses)), a, b))
         job, kept = jobs[j], 0
         for _, a, b in sorted(ranked, reverse=True):
             units = sorted({job.units.unit_of[t] for t in range(a, b) if t in job.units.unit_of})
