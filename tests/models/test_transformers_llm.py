@@ -91,3 +91,19 @@ def test_labels_give_the_whole_distribution_over_their_tokens(smollm2):
         assert abs(torch.logsumexp(torch.tensor(got), 0).item() - expected) < 1e-3
     for token, value in top.items():  # the top 20 are unchanged
         assert with_labels[token] == pytest.approx(value, abs=1e-4)
+
+
+def test_scoring_batches_bound_padding_and_keep_short_texts_together():
+    """A long text after shorter ones starts its own batch instead of padding the others to its length (padded
+    positions cost as much as real ones); short texts still share one batch."""
+    from dataflywheel.models.transformers_llm import _batches
+
+    lengths = [212, 290, 294, 309, 313, 403]  # the compress benchmark's six prompts, sorted
+    batches = list(_batches(list(range(6)), lengths, 8192, 16))
+    assert batches == [[0, 1, 2, 3, 4], [5]]
+    for batch in batches:
+        real = sum(lengths[i] for i in batch)
+        assert max(lengths[i] for i in batch) * len(batch) - real <= max(0.1 * real, 256)
+    short = [8, 9, 12, 15, 20, 31, 40, 48]
+    assert list(_batches(list(range(8)), short, 8192, 16)) == [list(range(8))]
+    assert list(_batches(list(range(8)), short, 8192, 3)) == [[0, 1, 2], [3, 4, 5], [6, 7]]

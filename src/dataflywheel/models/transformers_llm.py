@@ -19,15 +19,26 @@ def _cpu_threads() -> int:
         return os.cpu_count() or 1
 
 
+_PADDING = (0.1, 256)
+"""A batch may hold this share of padding, or this many padding tokens, whichever is more: padded positions cost
+as much as real ones (on 2 CPU cores a batch of six prompts of 212-403 tokens, padded to 403, took 1.27x as long
+as the six one by one), while a few padding tokens buy a larger, more efficient batch of short texts."""
+
+
 def _batches(order: list[int], lengths: list[int], max_tokens: int, max_batch: int) -> Iterator[list[int]]:
-    """Group indices (already sorted by length) so each padded batch stays under ``max_tokens``."""
+    """Group indices (already sorted by length) so each padded batch stays under ``max_tokens`` and wastes at
+    most ``_PADDING`` on padding."""
     batch: list[int] = []
+    real = 0
     for index in order:
         longest = max([lengths[i] for i in batch] + [lengths[index]])
-        if batch and (longest * (len(batch) + 1) > max_tokens or len(batch) >= max_batch):
+        padded, filled = longest * (len(batch) + 1), real + lengths[index]
+        if batch and (padded > max_tokens or len(batch) >= max_batch
+                      or padded - filled > max(_PADDING[0] * filled, _PADDING[1])):
             yield batch
-            batch = []
+            batch, filled = [], lengths[index]
         batch.append(index)
+        real = filled
     if batch:
         yield batch
 
