@@ -13,7 +13,9 @@ prompts at each ratio with the same bundled SmolLM2 (float32, 2 threads):
   with its defaults), in its own venv with transformers 4.46.3 (llmlingua 0.2.2 needs tuple KV caches); it gets the question we protect as its instruction/question and the
   rest as its context. Its tokenizer for counting (tiktoken's gpt-3.5 encoding, a download) is replaced by
   SmolLM2's, so its rate means the same tokens as ours;
-- random: random words dropped to the same ratio, with the same protected spans (our units, random scores).
+- random: random words dropped to the same ratio, with the same protected spans (our units, random scores);
+- "@ package's": ours again, each prompt at the share of tokens the package actually kept for it (the package
+  keeps more than asked), so fidelity is also compared at equal ratio (speed not measured: one prompt a call).
 
 Measured: achieved ratio (SmolLM2 tokens of the compressed / the original prompt), compression tokens/s
 (original tokens over wall time, model load excluded, one warm-up call first), and fidelity: the mean
@@ -218,7 +220,7 @@ def main() -> None:
     from dataflywheel.models.cache import CallCache
     from dataflywheel.models.llm import GenerationParams
 
-    began = time.perf_counter()
+    began, load_before = time.perf_counter(), os.getloadavg()[0]
     prompts = load_prompts(args.alpaca, args.corpus, args.max_chars)
     texts = [p["prompt"] for p in prompts]
     spec = {"backend": "transformers", "model": "smollm2", "options": {"threads": args.threads}}
@@ -251,6 +253,15 @@ def main() -> None:
         for ratio in args.ratios:
             variants[("llmlingua (package)", ratio)] = (peer[str(ratio)]["texts"], peer[str(ratio)]["seconds"])
     print(f"peer: {peer_note if peer is None else 'llmlingua ' + peer_note}", flush=True)
+    targets: dict[tuple[str, float], list[float]] = {}  # per prompt, where it differs from the requested ratio
+    if peer is not None:  # the package keeps more than asked: ours again at the share it actually kept
+        for ratio in args.ratios:
+            kept = [min(1.0, len(tokenizer(t, add_special_tokens=False)["input_ids"]) / c)
+                    for t, c in zip(peer[str(ratio)]["texts"], counts)]
+            for name, op in (("selective_context", "distill.selective_context"), ("llmlingua (ours)", "distill.llmlingua")):
+                variants[(f"{name} @ package's", ratio)] = (
+                    [compress_ours(op, [t], k, registry)[0][0] for t, k in zip(texts, kept)], None)
+                targets[(f"{name} @ package's", ratio)] = kept
 
     rows = []
     for (method, ratio), (compressed, seconds) in variants.items():
@@ -263,7 +274,8 @@ def main() -> None:
             rows.append({
                 "source": source, "method": method, "ratio": ratio, "n": len(idx),
                 "achieved": round(statistics.mean(achieved), 4),
-                "ratio_error_max": round(max(abs(a - ratio) for a in achieved), 4),
+                "ratio_error_max": round(max(abs(a - targets.get((method, ratio), [ratio] * len(texts))[i])
+                                             for a, i in zip(achieved, idx)), 4),
                 "tokens_per_s": round(sum(counts) / seconds, 1) if seconds else None,
                 "loss_delta": round(statistics.mean(losses[i] - full_losses[i] for i in idx), 4),
                 "agreement_rouge_l": round(statistics.mean(rouge_l(answers[i], full_answers[i]) for i in idx), 4),
@@ -275,6 +287,7 @@ def main() -> None:
         "threads": args.threads, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "peer": peer_note, "full_prompt_loss": round(statistics.mean(full_losses), 4),
         "seconds": round(time.perf_counter() - began, 1), "date": str(date.today()), "rows": rows,
+        "load": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
@@ -287,11 +300,19 @@ def main() -> None:
         write_doc(result)
 
 
+def _load(result: dict) -> str:
+    if "load" not in result:
+        return "on a shared, busy machine: the speeds are comparable within this run only"
+    before, after = result["load"]
+    return f"1-minute load average {before} at the start and {after} at the end (2 = this run alone)"
+
+
 def write_doc(result: dict) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from report import table, write_section
 
-    methods = ["selective_context", "llmlingua (ours)", "llmlingua (package)", "random"]
+    methods = ["selective_context", "llmlingua (ours)", "llmlingua (package)", "selective_context @ package's",
+               "llmlingua (ours) @ package's", "random"]
     rows = {(r["source"], r["method"], r["ratio"]): r for r in result["rows"]}
     ratios = sorted({r["ratio"] for r in result["rows"]})
     main_rows = []
@@ -316,11 +337,12 @@ def write_doc(result: dict) -> None:
 {result['corpus']} c4 documents + "{ASK}"), cut to {result['max_chars']} characters, {result['tokens']} tokens \
 in all; the bundled SmolLM2-135M (fp32, {result['threads']} torch threads) compresses and answers; peer: llmlingua \
 {result['peer']} (LLMLingua-1, same model and weights, defaults) from `.venv-llmlingua` with transformers 4.46.3 \
-(0.2.2 needs the tuple KV caches that transformers 5 dropped). Full run: {result['seconds']:.0f} s \
-(a shared, busy machine: the speeds are comparable within this run only).
+(0.2.2 needs the tuple KV caches that transformers 5 dropped). Full run: {result['seconds']:.0f} s, \
+{_load(result)}.
 
 Achieved = SmolLM2 tokens of the compressed prompt / the original (mean; "max error": the largest |achieved -
-requested| of any prompt). Speed: original tokens per second of compression, and its ratio to the llmlingua
+requested| of any prompt; "@ package's" rows: ours at each prompt's share kept by the package, so their
+"requested" is the package's achieved). Speed: original tokens per second of compression, and its ratio to the llmlingua
 package. Fidelity: Δloss = mean per-token loss of the reference answer (first 64 tokens) after the compressed
 prompt minus after the full prompt (lower is better; the full prompt's loss is {result['full_prompt_loss']:.3f});
 agreement = ROUGE-L F1 of the model's greedy answer ({result['answer_tokens']} tokens) to the compressed vs

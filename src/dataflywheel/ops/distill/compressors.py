@@ -245,7 +245,9 @@ def llmlingua(llm, jobs: list[Job], iterative_size: int = 200, coarse: bool = Tr
     One first pass gives every token's loss given the original text before it (``window`` tokens per call);
     it ranks the paragraphs for the coarse step, and it *is* the conditional loss of every iterative window
     whose compressed prefix is still the original text (nothing dropped before it): those windows need no
-    second call. Only windows after a drop are scored again, after the compressed text before them."""
+    second call. Only windows after a drop are scored again, after the compressed text before them: re-read,
+    so the condition is exactly the compressed text (the llmlingua package instead keeps the KV cache of the kept
+    tokens, states computed while the dropped ones were still there; cheaper, and an approximation)."""
     first = self_information(llm, jobs, window)
     spans_of = [paragraphs(job.units) for job in jobs]
     if coarse:
