@@ -23,6 +23,12 @@ REJECT_SCHEMA = pa.schema([("step", pa.string()), ("reason", pa.string()), ("sou
                            ("id", pa.string()), ("origin", pa.string()), ("record", pa.string()),
                            ("raw", pa.string()), ("error", pa.bool_())])
 _ROW_GROUP = 4096
+_ENCODING = {"compression": "lz4", "use_dictionary": False, "write_statistics": False}
+"""How checkpoints and rejects are written. Their strings are mostly unique (ids, record JSON), so dictionary
+encoding only costs: pyarrow tries it, falls back to plain pages, and every reader decodes both; LZ4 reads
+back several times faster than the default Snappy at about the same size and write time. Measured on 55k
+t0_train_50k records (75 MB of JSON): default 0.18 s to write, 0.25 s to read the id and record columns,
+30 MB; these settings 0.17 s, 0.04 s, 29 MB. Min/max statistics of record JSON serve no reader."""
 
 
 def _column(values: list, kind: pa.DataType) -> pa.Array:
@@ -38,6 +44,12 @@ def _column(values: list, kind: pa.DataType) -> pa.Array:
         bits = np.packbits(np.asarray(values, dtype=bool), bitorder="little")
         return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits.tobytes())])
     return pa.array(values, type=kind)
+
+
+def take(column: pa.ChunkedArray, positions: list[int]) -> pa.ChunkedArray:
+    """The values of ``column`` at ``positions`` (indices built from a buffer: ``pa.array`` imports pandas)."""
+    buffer = pa.py_buffer(np.asarray(positions, dtype=np.int64).tobytes())
+    return column.take(pa.Array.from_buffers(pa.int64(), len(positions), [None, buffer]))
 
 
 def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
@@ -69,7 +81,7 @@ class ParquetSink:
         self.path, self.schema = path, schema
         self.tmp = path.with_name(path.name + ".tmp")
         self.tmp.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = pq.ParquetWriter(self.tmp, schema)
+        self._writer = pq.ParquetWriter(self.tmp, schema, **_ENCODING)
         self._rows: list[dict] = []
         self._pending: list[Future] = []
         self._thread: ThreadPoolExecutor | None = None

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 
 from dataflywheel.io import ReadReject, read_records
-from dataflywheel.pipeline.run_dir import RunDir, read_table, reason_kind
+from dataflywheel.pipeline.run_dir import RunDir, read_table, reason_kind, take
 from dataflywheel.records import instruction_text, loads, prompt_turns, repeats, response_text
 from dataflywheel.report.svg import bars, histogram, scatter
 from dataflywheel.text import word_count
@@ -109,6 +109,13 @@ def _sampled(record_id: str, step: int) -> bool:
     return step == 1 or zlib.crc32(record_id.encode()) % step == 0
 
 
+def _sampled_records(table, chosen) -> list[dict]:
+    """The records of a checkpoint table (id, record) whose id is ``chosen``; only their JSON is converted to
+    Python strings (a 55k-record run's report takes a tenth of them)."""
+    positions = [i for i, record_id in enumerate(table.column(0).to_pylist()) if chosen(record_id)]
+    return [loads(text) for text in take(table.column(1), positions).to_pylist()]
+
+
 def _lengths_and_categories(records, count, step: int = 1):
     categories = Counter(c for c in map(_category, records) if c is not None)
     sample = [r for r in records if _sampled(r["id"], step)]
@@ -177,10 +184,8 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None, *, m
     step = _sample_step(max(read.num_rows, final.num_rows))  # one step for both series keeps their counts comparable
     rejects = [r for path in sorted(run.rejected.glob("*.parquet")) for r in read_table(path).to_pylist()]
     browse = _sample_step(final.num_rows + len(rejects), BROWSE_LIMIT)
-    kept = [loads(text) for record_id, text in zip(final.column(0).to_pylist(), final.column(1).to_pylist())
-            if _sampled(record_id, browse) or _sampled(record_id, step)]
-    before = [loads(text) for record_id, text in zip(read.column(0).to_pylist(), read.column(1).to_pylist())
-              if _sampled(record_id, step)]
+    kept = _sampled_records(final, lambda record_id: _sampled(record_id, browse) or _sampled(record_id, step))
+    before = _sampled_records(read, lambda record_id: _sampled(record_id, step))
     browsed = [r for r in kept if _sampled(r["id"], browse)]  # charts of categories and scores: this sample too
     rows = [_row(r, "kept") for r in browsed]
     reasons: dict[str, Counter] = {}
