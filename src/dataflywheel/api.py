@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataflywheel.pipeline.executor_local import LocalExecutor
 from dataflywheel.pipeline.recipe import Recipe, load_recipe, parse_recipe
 from dataflywheel.pipeline.run_dir import iter_checkpoint
 
@@ -50,16 +49,23 @@ def _is_dataset(data: Any) -> bool:
 
 
 def run(recipe: Recipe | dict | str | Path, data: Any = None, *, output: str | Path | None = None,
-        resume: bool = False, force: bool = False, quiet: bool = True, report: bool = True) -> RunResult:
+        resume: bool = False, force: bool = False, quiet: bool = True, report: bool = True,
+        executor: str | None = None, address: str | None = None, workers: int | None = None) -> RunResult:
     """Run ``recipe`` (a Recipe, a mapping like the YAML, or a YAML path) on ``data`` (rows in any format
     the readers know, or a ``datasets.Dataset``; None = the recipe's ``input``).
 
     ``output`` is the run directory (default: a new ``runs/run-<time>-<hex>``, so a notebook cell can be
-    re-run; model answers come from the call cache the second time)."""
+    re-run; model answers come from the call cache the second time). ``executor`` ("local" or "ray"),
+    ``address`` (a Ray cluster) and ``workers`` override the recipe's, as on the command line."""
+    from dataflywheel.pipeline.executor_ray import make_executor
+
     parsed = _recipe(recipe, data is not None)
+    if executor not in (None, "local", "ray"):
+        raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
     if output is None and not resume:
         output = Path("runs") / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-    executor = LocalExecutor(parsed, output, quiet=quiet, data=data)
+    executor = make_executor(parsed, output, executor=executor, address=address, quiet=quiet, data=data,
+                             workers=workers)
     manifest = executor.execute(resume=resume, force=force, report=report)
     last = Path(manifest["steps"][-1]["checkpoint"])
     records = [r for batch in iter_checkpoint(last, 1024) for r in batch]

@@ -180,3 +180,18 @@ def test_executor_from_recipe_and_command_line(tmp_path):
     assert on_ray.fingerprint() == local.fingerprint()  # a run may be resumed on the other engine
     with pytest.raises(Exception, match="executor"):
         parse_recipe({**data, "executor": "spark"})
+
+
+def test_python_api_runs_on_ray_as_the_recipe_asks(ray_cluster, tmp_path):
+    """``fw.run`` honours ``executor: ray`` (it always ran locally) and the engine given as an argument."""
+    import dataflywheel as fw
+
+    rows = [json.loads(line) for line in EXAMPLE_DATA.read_text(encoding="utf-8").splitlines()[:30]]
+    recipe = {"executor": "ray", "cache": "off", "steps": [{"op": "select.exact_dedup"}]}
+    result = fw.run(recipe, rows + rows[:5], output=tmp_path / "ray", report=False)
+    assert result.manifest["executor"] == "ray"
+    local = fw.run({**recipe, "executor": "local"}, rows + rows[:5], output=tmp_path / "local", report=False)
+    assert "executor" not in local.manifest
+    assert [r["id"] for r in result.records] == [r["id"] for r in local.records]
+    assert fw.run({**recipe, "executor": "local"}, rows, output=tmp_path / "asked", report=False,
+                  executor="ray").manifest["executor"] == "ray"
