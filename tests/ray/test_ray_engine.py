@@ -195,3 +195,21 @@ def test_python_api_runs_on_ray_as_the_recipe_asks(ray_cluster, tmp_path):
     assert [r["id"] for r in result.records] == [r["id"] for r in local.records]
     assert fw.run({**recipe, "executor": "local"}, rows, output=tmp_path / "asked", report=False,
                   executor="ray").manifest["executor"] == "ray"
+
+
+def test_max_budget_counts_every_workers_calls(ray_cluster, tmp_path):
+    """Two actors each spend about half of what the step costs (2,063 tokens for these 16 records, measured
+    locally); a budget of 1,300 stops the run although neither actor alone reaches it (each worker counted only
+    its own calls before)."""
+    from dataflywheel.models.errors import BudgetExceededError
+
+    lines = EXAMPLE_DATA.read_text(encoding="utf-8").splitlines()[:16]
+    data = {"input": {"path": str(write_jsonl(tmp_path / "in.jsonl", lines))}, "output": {"dir": str(tmp_path / "run")},
+            "models": {"default": {"options": {"threads": 1}}}, "cache": "off", "batch_size": 2,
+            "ray": {"actors": 2}, "max_budget": {"tokens": 1300},
+            "steps": [{"op": "score.ifd", "max_answer_tokens": 32}]}
+    with pytest.raises(BudgetExceededError, match="1300 tokens"):
+        RayExecutor(parse_recipe(data), quiet=True).execute(report=False)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "stopped"
+    assert 1300 <= manifest["budget"]["spent_tokens"] < 2063

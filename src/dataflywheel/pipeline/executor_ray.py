@@ -164,6 +164,7 @@ class RayEngine(LocalEngine):
                 data = data.map_batches(apply_task, fn_kwargs=options, batch_size=None, batch_format="pyarrow")
             for stats in self._book_results(data, writer, op):
                 usage = add_usage(usage, stats["usage"])
+                run.charge(stats["usage"])  # every worker's spending counts against the one budget
                 workers[stats["pid"]] = stats["setups"]
                 cache_rows.extend(stats.get("cache", ()))
         if cache_rows and run.cache is not None:  # per-worker caches, merged into the run's at the end of the step

@@ -172,6 +172,18 @@ class Run:
         self.dir.write_manifest(self.manifest)
         return record
 
+    def charge(self, usage: dict) -> None:
+        """Count model usage spent in another process (a Ray worker's batch, per model) against the run's budget;
+        raises BudgetExceededError once it is spent, as the next local call would."""
+        budget = self.models.budget
+        if budget is None or not usage:
+            return
+        for counters in usage.values():
+            budget.charge(counters.get("prompt_tokens", 0) + counters.get("completion_tokens", 0),
+                          counters.get("cost", 0.0))
+        self._note_budget()
+        budget.check()
+
     def _note_budget(self) -> None:
         if self.models.budget is not None:
             self.manifest["budget"] = self.models.budget.as_dict()
