@@ -76,7 +76,7 @@ def test_dedup_recipe_same_on_ray(ray_cluster, tmp_path):
 
 @pytest.mark.model
 def test_clean_recipe_same_on_ray(ray_cluster, tmp_path):
-    """Heuristic filters as tasks, exact and MinHash dedup distributed, SemDeDup on the driver (logged)."""
+    """Heuristic filters as tasks, exact and MinHash dedup distributed, SemDeDup cluster-then-local."""
     lines = EXAMPLE_DATA.read_text(encoding="utf-8").splitlines()[:60]
     data = _recipe("clean", tmp_path, lines + lines[:3])
     local_manifest, local = _run(LocalExecutor, data, tmp_path, "local")
@@ -85,7 +85,7 @@ def test_clean_recipe_same_on_ray(ray_cluster, tmp_path):
     assert ray["rejects"] == local["rejects"]
     assert _books(manifest) == _books(local_manifest)
     steps = {s["name"]: s for s in manifest["steps"]}
-    assert steps["semantic_dedup"]["ray"]["runs_on"] == "driver"
+    assert steps["semantic_dedup"]["ray"]["runs_on"] == "actors (embedding), driver (k-means), shuffle by cluster"
     assert steps["exact_dedup"]["ray"]["runs_on"] == "shuffle"
 
 
@@ -213,3 +213,41 @@ def test_max_budget_counts_every_workers_calls(ray_cluster, tmp_path):
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["status"] == "stopped"
     assert 1300 <= manifest["budget"]["spent_tokens"] < 2063
+
+
+SEMANTIC_STEPS = [{"op": "select.semantic_dedup", "eps": 0.08},
+                  {"op": "select.semantic_dedup", "name": "first_kept", "keep": "first", "compare_with": "kept",
+                   "eps": 0.15}]
+
+
+def test_semantic_dedup_on_ray_clusters_then_dedups_locally_same_as_local(ray_cluster, tmp_path):
+    """Embedding on an actor pool, k-means on the driver, each cluster deduplicated on the workers: the same kept
+    records, reasons (ids and cosines) and embedding map as the local selector."""
+    rows = _perturbed(EXAMPLE_DATA.read_text(encoding="utf-8").splitlines()[:40], 1)
+    data = {"input": {"path": str(write_jsonl(tmp_path / "in.jsonl", rows))}, "output": {"dir": "unused"},
+            "cache": "off", "batch_size": 16, "ray": {"actors": 2}, "steps": SEMANTIC_STEPS}
+    local_manifest, local = _run(LocalExecutor, data, tmp_path, "local")
+    manifest, ray = _run(RayExecutor, data, tmp_path, "ray")
+    assert ray["rejects"] == local["rejects"] and ray["kept"] == local["kept"]  # whole records: meta map_2d too
+    assert _books(manifest) == _books(local_manifest)
+    assert sum("semantic duplicate of" in reason for _, _, reason in local["rejects"]) >= 10
+    how = {s["name"]: s["ray"] for s in manifest["steps"] if "ray" in s}
+    assert how["semantic_dedup"]["kmeans_fit_on"] == 80 and how["semantic_dedup"]["shuffles"] == 1
+
+
+def test_semantic_dedup_on_ray_beyond_the_kmeans_sample_assigns_by_tasks(ray_cluster, tmp_path, monkeypatch):
+    """Past the sample k-means is fit on, tasks assign records to the nearest centroid and project them on the
+    map; exact copies still go (cosine 1 in any cluster they share)."""
+    from dataflywheel.pipeline import ray_semdedup
+
+    monkeypatch.setattr(ray_semdedup, "KMEANS_SAMPLE", 30)
+    lines = EXAMPLE_DATA.read_text(encoding="utf-8").splitlines()[:40]
+    data = {"input": {"path": str(write_jsonl(tmp_path / "in.jsonl", lines + lines[:10]))},
+            "output": {"dir": "unused"}, "cache": "off", "batch_size": 16, "ray": {"actors": 1},
+            "steps": [{"op": "select.semantic_dedup", "eps": 0.01}]}
+    manifest, ray = _run(RayExecutor, data, tmp_path, "ray")
+    step = manifest["steps"][-1]
+    assert step["ray"]["kmeans_fit_on"] == 30 and step["out"] <= 40
+    copies = {origin for _, origin, reason in ray["rejects"] if "semantic duplicate of" in reason}
+    assert len(copies) >= 10
+    assert all(len(record["meta"]["map_2d"]) == 2 for record in ray["kept"].values())

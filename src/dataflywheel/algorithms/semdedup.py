@@ -41,35 +41,49 @@ def semdedup(embeddings: np.ndarray, eps: float = 0.05, n_clusters: int | None =
     labels, centroids = kmeans_labels(embeddings, n_clusters or max(1, n // 200), seed)
     for cluster in np.unique(labels):
         members = np.flatnonzero(labels == cluster)
-        if len(members) < 2:
-            continue
-        if priority is not None:
-            order = members[np.lexsort((members, -priority[members]))]
-        else:
-            centre = centroids[cluster] / max(np.linalg.norm(centroids[cluster]), 1e-12)
-            order = members[np.lexsort((members, embeddings[members] @ centre))]
-        sims = embeddings[order] @ embeddings[order].T
-        earlier = np.tril(sims, k=-1)
-        earlier[np.triu_indices(len(order))] = -np.inf
-        best = earlier.argmax(axis=1)
-        nearest[order[1:]] = order[best[1:]]
-        max_similarity[order[1:]] = earlier[np.arange(1, len(order)), best[1:]]
-        if compare_with == "all":
-            dropped = max_similarity[order] > 1 - eps
-            duplicate_of[order[dropped]] = nearest[order[dropped]]
-            similarity[order[dropped]] = max_similarity[order[dropped]]
-            continue
-        kept: list[int] = []
-        for j in range(len(order)):
-            if kept:
-                row = sims[j, kept]
-                top = int(np.argmax(row))
-                if row[top] > 1 - eps:
-                    duplicate_of[order[j]] = order[kept[top]]
-                    similarity[order[j]] = row[top]
-                    continue
-            kept.append(j)
+        found = dedup_cluster(members, embeddings[members], centroids[cluster],
+                              None if priority is None else priority[members], eps, compare_with)
+        duplicate_of[members], similarity[members], max_similarity[members], nearest[members] = found
     return SemDedupResult(labels, duplicate_of, similarity, max_similarity, nearest)
+
+
+def dedup_cluster(members: np.ndarray, embeddings: np.ndarray, centroid: np.ndarray,
+                  priority: np.ndarray | None, eps: float, compare_with: str = "all") -> tuple[np.ndarray, ...]:
+    """SemDeDup inside one cluster: ``members`` are the records' positions in the dataset (ties and the
+    answers refer to them), ``embeddings`` and ``priority`` theirs, in the same order. Returns, per member,
+    (duplicate_of, similarity, max_similarity, nearest) as ``semdedup`` defines them."""
+    n = len(members)
+    duplicate_of, nearest = np.full(n, -1), np.full(n, -1)
+    similarity, max_similarity = np.zeros(n, dtype=np.float32), np.zeros(n, dtype=np.float32)
+    if n < 2:
+        return duplicate_of, similarity, max_similarity, nearest
+    if priority is not None:
+        order = np.lexsort((members, -priority))
+    else:
+        centre = centroid / max(np.linalg.norm(centroid), 1e-12)
+        order = np.lexsort((members, embeddings @ centre))
+    sims = embeddings[order] @ embeddings[order].T
+    earlier = np.tril(sims, k=-1)
+    earlier[np.triu_indices(n)] = -np.inf
+    best = earlier.argmax(axis=1)
+    nearest[order[1:]] = members[order[best[1:]]]
+    max_similarity[order[1:]] = earlier[np.arange(1, n), best[1:]]
+    if compare_with == "all":
+        dropped = max_similarity > 1 - eps
+        duplicate_of[dropped] = nearest[dropped]
+        similarity[dropped] = max_similarity[dropped]
+        return duplicate_of, similarity, max_similarity, nearest
+    kept: list[int] = []
+    for j in range(n):
+        if kept:
+            row = sims[j, kept]
+            top = int(np.argmax(row))
+            if row[top] > 1 - eps:
+                duplicate_of[order[j]] = members[order[kept[top]]]
+                similarity[order[j]] = row[top]
+                continue
+        kept.append(j)
+    return duplicate_of, similarity, max_similarity, nearest
 
 
 def eps_for_retention(max_similarity: np.ndarray, nearest: np.ndarray, retention: float) -> float:

@@ -5,8 +5,9 @@
 * Filters, mappers and scorers run ``apply_batch`` in ``map_batches`` over the previous checkpoint, one Ray
   Data block per batch (``batch_size`` records, in order): stateless operators as Ray tasks, operators with
   models on an actor pool, so a model loads once per actor.
-* Exact and MinHash dedup run distributed (``ray_dedup``); other selectors and the generators run on the
-  driver as the local engine runs them, and the engine logs it (docs/scaling.md lists which).
+* Exact and MinHash dedup, top-k and SemDeDup run distributed (``ray_dedup``, ``ray_semdedup``); other selectors
+  and the generators run on the driver as the local engine runs them, and the engine logs it (docs/scaling.md
+  lists which).
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ class RayEngine(LocalEngine):
             options = {"token": uuid.uuid4().hex, "blob": operator_blob(op), "step": step.name,
                        "cache": self.spec.cache, "fingerprint": self.fingerprint}
             if op.uses_models():
-                actors = self.spec.actors or min(self.cpus(), MAX_DEFAULT_ACTORS)
+                actors = self._pool_size()
                 # one batch in flight per actor: a model-bound batch keeps its actor busy, so batches spread
                 pool = self.ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1)
                 data = data.map_batches(ApplyActor, fn_constructor_kwargs=options, batch_size=None,
@@ -232,7 +233,7 @@ class RayEngine(LocalEngine):
         data = checkpoint_dataset(self.ray, source, self.size, ("record",), position=True)
         if data is not None:
             try:
-                found = distributed_selection(step.op, data, self.cpus())
+                found = distributed_selection(step.op, data, self.cpus(), self._actors(step.op))
             except Exception as err:  # noqa: BLE001 - a worker's FatalError arrives wrapped by Ray
                 fatal = _fatal_in(err)
                 if fatal is not None:
@@ -244,6 +245,14 @@ class RayEngine(LocalEngine):
             log.warning("step %s (%s) has no distributed form on Ray: its selector runs on the driver over the "
                         "collected records", step.name, step.op.name)
         return super()._selection(step, source, scan)
+
+    def _actors(self, op) -> dict:
+        """How a model-backed part of a step runs: the operator to load, the cache mode, the pool's size and GPUs."""
+        return {"token": uuid.uuid4().hex, "blob": operator_blob(op), "cache": self.spec.cache,
+                "fingerprint": self.fingerprint, "size": self._pool_size(), "gpus": self.spec.gpus}
+
+    def _pool_size(self) -> int:
+        return self.spec.actors or min(self.cpus(), MAX_DEFAULT_ACTORS)
 
     def _run_batch_generator(self, run: Run, previous: Step, step: Step) -> None:
         log.warning("step %s (%s): generators run on the driver under the Ray engine", step.name, step.op.name)

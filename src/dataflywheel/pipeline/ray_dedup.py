@@ -9,6 +9,7 @@ in one vectorised call (``groupby("part").map_groups``), never one Python call p
   ``algorithms/minhash.py`` does), giving the verified edges; connected components by min-label propagation
   over the edge list (``ray_components``); one last shuffle by component decides who stays.
 * top-k: tasks reduce each record to its position, id and scores; only those reach the driver, which ranks them.
+* SemDeDup: cluster-then-local, in ``ray_semdedup``.
 """
 
 from __future__ import annotations
@@ -34,9 +35,15 @@ ROWS_PER_PART = 200_000
 """Rows one ``map_groups`` call holds at most (about; more partitions for more rows)."""
 
 
-def distributed_selection(op, data, cpus: int) -> tuple[Selection, dict] | None:
+def distributed_selection(op, data, cpus: int, actors: dict | None = None) -> tuple[Selection, dict] | None:
     """The selection of ``op`` computed on the cluster and how (shuffles, rows moved), or None when ``op`` has
-    no distributed form."""
+    no distributed form. ``actors``: how the engine runs model-backed work (see ``ray_semdedup``)."""
+    from dataflywheel.ops.select.semantic_dedup import SemanticDedup
+
+    if type(op) is SemanticDedup and actors is not None:
+        from dataflywheel.pipeline.ray_semdedup import semantic_dedup
+
+        return semantic_dedup(op, data, cpus, actors)
     if type(op) is ExactDedup:
         return exact_dedup(op, data, cpus)
     if type(op) is MinHashDedup and op.config.verify != "exact":
@@ -100,7 +107,7 @@ def exact_dedup(op: ExactDedup, data, cpus: int) -> Selection:
 
 # ---- top-k ---------------------------------------------------------------------------------------
 
-def _score_rows(table: pa.Table, names: tuple[str, ...]) -> pa.Table:
+def score_rows(table: pa.Table, names: tuple[str, ...]) -> pa.Table:
     """Position, id and the named scores and flags of each record (NaN where absent): all the ranking needs."""
     records = [loads(text) for text in table.column("record").to_pylist()]
     columns = {"position": table.column("position"), "id": pa.array([r["id"] for r in records], pa.string())}
@@ -114,7 +121,7 @@ def top_k(op: TopK, data) -> tuple[Selection, dict]:
     and 8 bytes a score: about 40 bytes a record, 400 MB for 10 million) exactly as the local selector."""
     scores, flags = tuple(op.config.scores), op.flag_names()
     names = scores + flags
-    table = pa.concat_tables(list(data.map_batches(_score_rows, fn_kwargs={"names": names}, batch_format="pyarrow",
+    table = pa.concat_tables(list(data.map_batches(score_rows, fn_kwargs={"names": names}, batch_format="pyarrow",
                                                    batch_size=None).iter_batches(batch_size=None,
                                                                                  batch_format="pyarrow")))
     table = table.sort_by("position")
