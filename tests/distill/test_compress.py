@@ -177,3 +177,12 @@ def test_whole_units_land_as_close_to_the_ratio_as_their_sizes_allow():
     job.scores = [4.0, 1.0, 3.0, 2.0]  # by score alone: drop 1, 3, 2 and keep the long sentence 0
     count = fit_ratio(job, tokenizer)
     assert abs(count - sizes[2]) <= 1 and job.dropped == {0, 1, 3}
+
+
+def test_a_unit_without_score_never_hides_a_scored_unit_of_its_size():
+    from types import SimpleNamespace
+
+    from dataflywheel.ops.distill.compressors import _closest_move
+
+    job = SimpleNamespace(scores=[float("nan"), 1.0, 2.0])  # the unscored unit is seen first
+    assert _closest_move(job, [5, 5, 3], set(), 5) == ({1}, set())  # drop the scored 5-token unit

@@ -177,18 +177,20 @@ def _closest_move(job: Job, size: list[int], dropped: set[int], diff: float) -> 
     count closest to the target (``diff``: count - target); among equals, the one costing the least score.
     Returns (units to drop, units to restore), or None when no move gets closer."""
     scores = job.scores
-    kept = {}  # size -> the lowest-scored kept unit of that size
+    kept = {}  # size -> the lowest-scored kept unit of that size (unscored units are never moved)
     for u in range(len(size)):
-        if u not in dropped and (size[u] not in kept or scores[u] < scores[kept[size[u]]]):
+        if u in dropped or math.isnan(scores[u]):
+            continue
+        if size[u] not in kept or scores[u] < scores[kept[size[u]]]:
             kept[size[u]] = u
     back = {}  # size -> the highest-scored dropped unit of that size (never one the coarse step removed)
     for u in dropped:
-        if not math.isinf(scores[u]) and (size[u] not in back or scores[u] > scores[back[size[u]]]):
+        if math.isfinite(scores[u]) and (size[u] not in back or scores[u] > scores[back[size[u]]]):
             back[size[u]] = u
     options = [(abs(diff - s), scores[u], {u}, set()) for s, u in kept.items()]
     options += [(abs(diff + s), -scores[d], set(), {d}) for s, d in back.items()]
     options += [(abs(diff - s + t), scores[u] - scores[d], {u}, {d}) for s, u in kept.items() for t, d in back.items()]
-    options = [o for o in options if o[0] < abs(diff) and not math.isnan(o[1])]
+    options = [o for o in options if o[0] < abs(diff)]
     if not options:
         return None
     best = min(options, key=lambda o: (o[0], o[1]))
