@@ -208,16 +208,26 @@ def test_max_budget_counts_every_workers_calls(ray_cluster, tmp_path):
             "models": {"default": {"options": {"threads": 1}}}, "cache": "off", "batch_size": 2,
             "ray": {"actors": 2}, "max_budget": {"tokens": 1300},
             "steps": [{"op": "score.ifd", "max_answer_tokens": 32}]}
-    with pytest.raises(BudgetExceededError, match="1300 tokens"):
+    data["ray"]["cache"], data["cache"] = "merge", str(tmp_path / "run.sqlite")
+    with pytest.raises(BudgetExceededError, match="tokens"):
         RayExecutor(parse_recipe(data), quiet=True).execute(report=False)
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["status"] == "stopped"
     assert 1300 <= manifest["budget"]["spent_tokens"] < 2063
+    from dataflywheel.models.cache import CallCache
+
+    assert CallCache(tmp_path / "run.sqlite").stats()["entries"] > 0  # the answers booked reached the run's cache
+    # a budget the step spends exactly: it finishes, as it would locally (no call was refused)
+    data.update(max_budget={"tokens": 2063}, cache="off", output={"dir": str(tmp_path / "exact")})
+    assert RayExecutor(parse_recipe(data), quiet=True).execute(report=False)["status"] == "finished"
 
 
-SEMANTIC_STEPS = [{"op": "select.semantic_dedup", "eps": 0.08},
+SEMANTIC_STEPS = [{"op": "test.words"},
+                  {"op": "select.semantic_dedup", "eps": 0.08, "n_clusters": 4},
                   {"op": "select.semantic_dedup", "name": "first_kept", "keep": "first", "compare_with": "kept",
-                   "eps": 0.15}]
+                   "eps": 0.15, "n_clusters": 3},
+                  {"op": "select.semantic_dedup", "name": "by_score", "keep": "words", "target_retention": 0.8,
+                   "n_clusters": 4}]
 
 
 def test_semantic_dedup_on_ray_clusters_then_dedups_locally_same_as_local(ray_cluster, tmp_path):
@@ -225,14 +235,19 @@ def test_semantic_dedup_on_ray_clusters_then_dedups_locally_same_as_local(ray_cl
     records, reasons (ids and cosines) and embedding map as the local selector."""
     rows = _perturbed(EXAMPLE_DATA.read_text(encoding="utf-8").splitlines()[:40], 1)
     data = {"input": {"path": str(write_jsonl(tmp_path / "in.jsonl", rows))}, "output": {"dir": "unused"},
-            "cache": "off", "batch_size": 16, "ray": {"actors": 2}, "steps": SEMANTIC_STEPS}
+            "plugins": ["tests.ray.plugins"], "cache": "off", "batch_size": 16, "ray": {"actors": 2},
+            "steps": SEMANTIC_STEPS}
     local_manifest, local = _run(LocalExecutor, data, tmp_path, "local")
     manifest, ray = _run(RayExecutor, data, tmp_path, "ray")
     assert ray["rejects"] == local["rejects"] and ray["kept"] == local["kept"]  # whole records: meta map_2d too
-    assert _books(manifest) == _books(local_manifest)
-    assert sum("semantic duplicate of" in reason for _, _, reason in local["rejects"]) >= 10
+    assert _books(manifest) == _books(local_manifest)  # counters too: the eps chosen for the retention
+    for step in ("semantic_dedup", "first_kept", "by_score"):
+        assert sum(s == step and "semantic duplicate of" in r for s, _, r in local["rejects"]) >= 3, step
     how = {s["name"]: s["ray"] for s in manifest["steps"] if "ray" in s}
-    assert how["semantic_dedup"]["kmeans_fit_on"] == 80 and how["semantic_dedup"]["shuffles"] == 1
+    assert how["semantic_dedup"] == {"runs_on": "actors (embedding), driver (k-means), shuffle by cluster",
+                                     "shuffles": 1, "shuffled_rows": 80, "clusters": 4, "kmeans_fit_on": 80}
+    embedded = next(s for s in manifest["steps"] if s["name"] == "semantic_dedup")["models"]
+    assert sum(m["calls"] for m in embedded.values()) > 0  # the workers' embedder calls are in the books
 
 
 def test_semantic_dedup_on_ray_beyond_the_kmeans_sample_assigns_by_tasks(ray_cluster, tmp_path, monkeypatch):

@@ -124,11 +124,13 @@ class RayEngine(LocalEngine):
         super().__init__(batch_size, progress, workers)
         self.spec, self.fingerprint, self.quiet = spec, fingerprint, quiet
         self.ray = None
+        self._books: Run | None = None
         self._how: dict[str, dict] = {}  # per selector step: where it ran, its shuffles
+        self._worker_usage: dict = {}  # model usage of the workers of the selector step running
 
     def run(self, run: Run, plan: list[Step]) -> None:
         with ray_session(self.spec, self.quiet, self.pool.workers) as ray:
-            self.ray = ray
+            self.ray, self._books = ray, run
             super().run(run, plan)
 
     def cpus(self) -> int:
@@ -163,13 +165,18 @@ class RayEngine(LocalEngine):
                                         num_gpus=self.spec.gpus or None)
             else:
                 data = data.map_batches(apply_task, fn_kwargs=options, batch_size=None, batch_format="pyarrow")
-            for stats in self._book_results(data, writer, op):
-                usage = add_usage(usage, stats["usage"])
-                run.charge(stats["usage"])  # every worker's spending counts against the one budget
-                workers[stats["pid"]] = stats["setups"]
-                cache_rows.extend(stats.get("cache", ()))
-        if cache_rows and run.cache is not None:  # per-worker caches, merged into the run's at the end of the step
-            run.cache.put_many([tuple(row) for row in cache_rows])
+            try:
+                for stats in self._book_results(data, writer, op):
+                    spent = run.budget_spent()  # by the batches before this one, which was in flight: booked
+                    usage = add_usage(usage, stats["usage"])
+                    run.charge(stats["usage"])  # every worker's spending counts against the one budget
+                    workers[stats["pid"]] = stats["setups"]
+                    cache_rows.extend(stats.get("cache", ()))
+                    if spent:
+                        run.check_budget()
+            finally:  # per-worker caches, merged into the run's at the end of the step (also when it stops)
+                if cache_rows and run.cache is not None:
+                    run.cache.put_many([tuple(row) for row in cache_rows])
         record = run.finish_step(step, writer, time.perf_counter() - started, usage)
         record["ray"] = {"runs_on": "actors" if op.uses_models() else "tasks", "workers": len(workers),
                          "setups": sum(workers.values())}
@@ -223,9 +230,20 @@ class RayEngine(LocalEngine):
 
     def _run_selector(self, run: Run, previous: Step, step: Step) -> None:
         self._how[step.name] = {"runs_on": "driver"}
+        self._worker_usage = {}
         super()._run_selector(run, previous, step)
-        run.step_record(step.name)["ray"] = self._how.pop(step.name)
+        record = run.step_record(step.name)
+        record["ray"] = self._how.pop(step.name)
+        if self._worker_usage:
+            record["models"] = add_usage(record.get("models") or {}, self._worker_usage)
         run.dir.write_manifest(run.manifest)
+
+    def _spent(self, usage: dict, cache_rows: list) -> None:
+        """What a distributed selector's workers spent on models: the budget, the step's books, the cache."""
+        self._books.charge(usage)
+        self._worker_usage = add_usage(self._worker_usage, usage)
+        if cache_rows and self._books.cache is not None:
+            self._books.cache.put_many(cache_rows)
 
     def _selection(self, step: Step, source: Path, scan) -> Selection:
         from dataflywheel.pipeline.ray_dedup import distributed_selection
@@ -249,7 +267,8 @@ class RayEngine(LocalEngine):
     def _actors(self, op) -> dict:
         """How a model-backed part of a step runs: the operator to load, the cache mode, the pool's size and GPUs."""
         return {"token": uuid.uuid4().hex, "blob": operator_blob(op), "cache": self.spec.cache,
-                "fingerprint": self.fingerprint, "size": self._pool_size(), "gpus": self.spec.gpus}
+                "fingerprint": self.fingerprint, "size": self._pool_size(), "gpus": self.spec.gpus,
+                "spent": self._spent}
 
     def _pool_size(self) -> int:
         return self.spec.actors or min(self.cpus(), MAX_DEFAULT_ACTORS)

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,8 +22,9 @@ from dataflywheel.algorithms.semdedup import dedup_cluster, eps_for_retention, k
 from dataflywheel.ops.base import Selection
 from dataflywheel.ops.select.embedding_scan import check_present, map_2d
 from dataflywheel.ops.select.semantic_dedup import SemanticDedup
-from dataflywheel.pipeline.ray_apply import load_operator
+from dataflywheel.pipeline.ray_apply import RecordingCache, load_operator
 from dataflywheel.pipeline.ray_dedup import score_rows
+from dataflywheel.pipeline.run import add_usage, usage_delta
 from dataflywheel.records import loads, text_of
 
 KMEANS_SAMPLE = 100_000
@@ -41,13 +44,19 @@ class EmbedActor:
 
     def __call__(self, table: pa.Table) -> pa.Table:
         cfg = self.op.config
+        models = self.op.context.models
+        before = models.usage()
         records = [loads(text) for text in table.column("record").to_pylist()]
         vectors = np.asarray(self.embedder.embed([text_of(r, cfg.field) for r in records]), dtype=np.float32)
         score = cfg.keep if cfg.keep not in ("farthest", "first") else None
         priority = [float(r.get("scores", {}).get(score, float("nan"))) for r in records] if score else \
             [float("nan")] * len(records)
+        stats = {"usage": usage_delta(before, models.usage())}  # for the run's budget and books
+        if isinstance(models.cache, RecordingCache):
+            stats["cache"] = models.cache.drain()
         return pa.table({"position": table.column("position"), "id": pa.array([r["id"] for r in records]),
-                         "embedding": _vectors(vectors), "priority": pa.array(priority, pa.float64())})
+                         "embedding": _vectors(vectors), "priority": pa.array(priority, pa.float64()),
+                         "stats": pa.array([json.dumps(stats)] + [None] * (len(records) - 1), pa.string())})
 
 
 def _vectors(vectors: np.ndarray) -> pa.Array:
@@ -68,11 +77,13 @@ def _assign(table: pa.Table, centroids: np.ndarray, labels, mean: np.ndarray, co
     positions = table.column("position").to_numpy()
     cluster = np.asarray(labels)[positions] if labels is not None else pairwise_distances_argmin(embeddings, centroids)
     points = (embeddings - mean) @ components[:2].T
+    table = table.select(["position", "embedding", "priority"])  # what the shuffle by cluster carries
     return table.append_column("label", pa.array(cluster.astype(np.int64))) \
         .append_column("x", pa.array(points[:, 0])).append_column("y", pa.array(points[:, 1]))
 
 
 def _dedup_group(table: pa.Table, centroids: np.ndarray, eps: float, compare_with: str, keep: str) -> pa.Table:
+    table = table.sort_by("position")  # the members in dataset order, as the local selector holds them
     members = table.column("position").to_numpy()
     embeddings = _matrix(table.column("embedding"))
     priority = None
@@ -95,7 +106,7 @@ def _sample_rows(table: pa.Table, size: int) -> pa.Table:
 
 def semantic_dedup(op: SemanticDedup, data, cpus: int, actors: dict) -> tuple[Selection, dict]:
     """select.semantic_dedup on the cluster (see the module doc); ``actors``: the engine's actor options
-    (token, blob, cache, fingerprint, size, gpus)."""
+    (token, blob, cache, fingerprint, size, gpus) and ``spent(usage, cache_rows)``, told what the workers spent."""
     cfg = op.config
     if cfg.target_retention is not None and cfg.compare_with != "all":
         raise ValueError("select.semantic_dedup: target_retention needs compare_with: all")
@@ -109,8 +120,14 @@ def semantic_dedup(op: SemanticDedup, data, cpus: int, actors: dict) -> tuple[Se
                                                                                              "fingerprint")},
                                 batch_size=None, batch_format="pyarrow", compute=pool, num_cpus=1,
                                 num_gpus=actors.get("gpus") or None).materialize()
-    books = pa.concat_tables(list(embedded.select_columns(["position", "id", "priority"])
+    books = pa.concat_tables(list(embedded.select_columns(["position", "id", "priority", "stats"])
                                   .iter_batches(batch_size=None, batch_format="pyarrow"))).sort_by("position")
+    usage, cache_rows = {}, []
+    for text in books.column("stats").drop_null().to_pylist():
+        stats = json.loads(text)
+        usage = add_usage(usage, stats["usage"])
+        cache_rows.extend(tuple(row) for row in stats.get("cache", ()))
+    actors["spent"](usage, cache_rows)  # the embedder's calls: charged to the run's budget, merged into its cache
     n = books.num_rows
     ids = books.column("id").to_pylist()
     sample = pa.concat_tables(list(embedded.map_batches(_sample_rows, fn_kwargs={"size": KMEANS_SAMPLE},

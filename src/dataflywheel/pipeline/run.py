@@ -173,8 +173,8 @@ class Run:
         return record
 
     def charge(self, usage: dict) -> None:
-        """Count model usage spent in another process (a Ray worker's batch, per model) against the run's budget;
-        raises BudgetExceededError once it is spent, as the next local call would."""
+        """Count model usage spent in another process (a Ray worker's batch, per model) against the run's budget
+        (``check_budget`` stops the run once it is spent, as the next local call would)."""
         budget = self.models.budget
         if budget is None or not usage:
             return
@@ -182,7 +182,14 @@ class Run:
             budget.charge(counters.get("prompt_tokens", 0) + counters.get("completion_tokens", 0),
                           counters.get("cost", 0.0))
         self._note_budget()
-        budget.check()
+
+    def budget_spent(self) -> bool:
+        return self.models.budget is not None and self.models.budget.exhausted
+
+    def check_budget(self) -> None:
+        """Raise BudgetExceededError if the budget is spent."""
+        if self.models.budget is not None:
+            self.models.budget.check()
 
     def _note_budget(self) -> None:
         if self.models.budget is not None:
