@@ -251,7 +251,7 @@ class RayEngine(LocalEngine):
         data = checkpoint_dataset(self.ray, source, self.size, ("record",), position=True)
         if data is not None:
             try:
-                found = distributed_selection(step.op, data, self.cpus(), self._actors(step.op))
+                found = distributed_selection(step.op, data, self.cpus(), lambda: self._actors(step.op))
             except Exception as err:  # noqa: BLE001 - a worker's FatalError arrives wrapped by Ray
                 fatal = _fatal_in(err)
                 if fatal is not None:

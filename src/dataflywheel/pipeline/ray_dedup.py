@@ -35,15 +35,15 @@ ROWS_PER_PART = 200_000
 """Rows one ``map_groups`` call holds at most (about; more partitions for more rows)."""
 
 
-def distributed_selection(op, data, cpus: int, actors: dict | None = None) -> tuple[Selection, dict] | None:
+def distributed_selection(op, data, cpus: int, actors=None) -> tuple[Selection, dict] | None:
     """The selection of ``op`` computed on the cluster and how (shuffles, rows moved), or None when ``op`` has
-    no distributed form. ``actors``: how the engine runs model-backed work (see ``ray_semdedup``)."""
+    no distributed form. ``actors()``: how the engine runs model-backed work (see ``ray_semdedup``)."""
     from dataflywheel.ops.select.semantic_dedup import SemanticDedup
 
     if type(op) is SemanticDedup and actors is not None:
         from dataflywheel.pipeline.ray_semdedup import semantic_dedup
 
-        return semantic_dedup(op, data, cpus, actors)
+        return semantic_dedup(op, data, cpus, actors())
     if type(op) is ExactDedup:
         return exact_dedup(op, data, cpus)
     if type(op) is MinHashDedup and op.config.verify != "exact":

@@ -56,7 +56,8 @@ class EmbedActor:
             stats["cache"] = models.cache.drain()
         return pa.table({"position": table.column("position"), "id": pa.array([r["id"] for r in records]),
                          "embedding": _vectors(vectors), "priority": pa.array(priority, pa.float64()),
-                         "stats": pa.array([json.dumps(stats)] + [None] * (len(records) - 1), pa.string())})
+                         "stats": pa.array(([json.dumps(stats)] + [None] * (len(records) - 1)) if records else [],
+                                           pa.string())})
 
 
 def _vectors(vectors: np.ndarray) -> pa.Array:
@@ -115,7 +116,7 @@ def semantic_dedup(op: SemanticDedup, data, cpus: int, actors: dict) -> tuple[Se
                                                         batch_format="pyarrow", batch_size=None)
                                        .iter_batches(batch_size=None, batch_format="pyarrow")))
         check_present(op, {cfg.keep: scored.column("s0").to_numpy()})
-    pool = op_pool(actors)
+    pool = _pool(actors)
     embedded = data.map_batches(EmbedActor, fn_constructor_kwargs={k: actors[k] for k in ("token", "blob", "cache",
                                                                                              "fingerprint")},
                                 batch_size=None, batch_format="pyarrow", compute=pool, num_cpus=1,
@@ -175,7 +176,7 @@ def semantic_dedup(op: SemanticDedup, data, cpus: int, actors: dict) -> tuple[Se
     return selection, how
 
 
-def op_pool(actors: dict):
+def _pool(actors: dict):
     import ray
 
     return ray.data.ActorPoolStrategy(size=actors["size"], max_tasks_in_flight_per_actor=1)
