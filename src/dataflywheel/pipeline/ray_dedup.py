@@ -61,6 +61,11 @@ def _collect(data) -> list[dict]:
     return [row for table in data.iter_batches(batch_size=None, batch_format="pyarrow") for row in table.to_pylist()]
 
 
+def collect_table(data) -> pa.Table:
+    """A Ray dataset's rows on the driver, as one Arrow table."""
+    return pa.concat_tables(list(data.iter_batches(batch_size=None, batch_format="pyarrow")))
+
+
 # ---- exact dedup ---------------------------------------------------------------------------------
 
 EXACT_SCHEMA = pa.schema([("position", pa.int64()), ("kept", pa.string())])
@@ -121,10 +126,8 @@ def top_k(op: TopK, data) -> tuple[Selection, dict]:
     and 8 bytes a score: about 40 bytes a record, 400 MB for 10 million) exactly as the local selector."""
     scores, flags = tuple(op.config.scores), op.flag_names()
     names = scores + flags
-    table = pa.concat_tables(list(data.map_batches(score_rows, fn_kwargs={"names": names}, batch_format="pyarrow",
-                                                   batch_size=None).iter_batches(batch_size=None,
-                                                                                 batch_format="pyarrow")))
-    table = table.sort_by("position")
+    table = collect_table(data.map_batches(score_rows, fn_kwargs={"names": names}, batch_format="pyarrow",
+                                           batch_size=None)).sort_by("position")
     values = {name: table.column(f"s{n}").to_numpy() for n, name in enumerate(names)}
     found = Gathered(table.column("id").to_pylist(), None, {k: values[k] for k in scores},
                      {k: values[k] for k in flags})

@@ -20,10 +20,10 @@ import pyarrow.compute as pc
 
 from dataflywheel.algorithms.semdedup import dedup_cluster, eps_for_retention, kmeans_labels
 from dataflywheel.ops.base import Selection
-from dataflywheel.ops.select.embedding_scan import check_present, map_2d
-from dataflywheel.ops.select.semantic_dedup import SemanticDedup
+from dataflywheel.ops.select.embedding_scan import check_present, map_2d, map_note, map_points, map_projection
+from dataflywheel.ops.select.semantic_dedup import SemanticDedup, duplicates_selection
 from dataflywheel.pipeline.ray_apply import RecordingCache, load_operator
-from dataflywheel.pipeline.ray_dedup import score_rows
+from dataflywheel.pipeline.ray_dedup import collect_table, score_rows
 from dataflywheel.pipeline.run import add_usage, usage_delta
 from dataflywheel.records import loads, text_of
 
@@ -69,7 +69,7 @@ def _matrix(column) -> np.ndarray:
     return array.flatten().to_numpy().reshape(len(array), -1).astype(np.float32, copy=False)
 
 
-def _assign(table: pa.Table, centroids: np.ndarray, labels, mean: np.ndarray, components: np.ndarray) -> pa.Table:
+def _assign(table: pa.Table, centroids: np.ndarray, labels, mean: np.ndarray, axes: np.ndarray) -> pa.Table:
     """Each record's cluster (the fit's label when every record was in the fit, else the nearest centroid, as
     k-means assigns) and its point on the embedding map."""
     from sklearn.metrics import pairwise_distances_argmin
@@ -77,7 +77,7 @@ def _assign(table: pa.Table, centroids: np.ndarray, labels, mean: np.ndarray, co
     embeddings = _matrix(table.column("embedding"))
     positions = table.column("position").to_numpy()
     cluster = np.asarray(labels)[positions] if labels is not None else pairwise_distances_argmin(embeddings, centroids)
-    points = (embeddings - mean) @ components[:2].T
+    points = map_points(embeddings, mean, axes)
     table = table.select(["position", "embedding", "priority"])  # what the shuffle by cluster carries
     return table.append_column("label", pa.array(cluster.astype(np.int64))) \
         .append_column("x", pa.array(points[:, 0])).append_column("y", pa.array(points[:, 1]))
@@ -112,17 +112,15 @@ def semantic_dedup(op: SemanticDedup, data, cpus: int, actors: dict) -> tuple[Se
     if cfg.target_retention is not None and cfg.compare_with != "all":
         raise ValueError("select.semantic_dedup: target_retention needs compare_with: all")
     if cfg.keep not in ("farthest", "first"):  # fail before embedding when the score is not there
-        scored = pa.concat_tables(list(data.map_batches(score_rows, fn_kwargs={"names": (cfg.keep,)},
-                                                        batch_format="pyarrow", batch_size=None)
-                                       .iter_batches(batch_size=None, batch_format="pyarrow")))
+        scored = collect_table(data.map_batches(score_rows, fn_kwargs={"names": (cfg.keep,)}, batch_format="pyarrow",
+                                                batch_size=None))
         check_present(op, {cfg.keep: scored.column("s0").to_numpy()})
     pool = _pool(actors)
     embedded = data.map_batches(EmbedActor, fn_constructor_kwargs={k: actors[k] for k in ("token", "blob", "cache",
                                                                                              "fingerprint")},
                                 batch_size=None, batch_format="pyarrow", compute=pool, num_cpus=1,
                                 num_gpus=actors.get("gpus") or None).materialize()
-    books = pa.concat_tables(list(embedded.select_columns(["position", "id", "priority", "stats"])
-                                  .iter_batches(batch_size=None, batch_format="pyarrow"))).sort_by("position")
+    books = collect_table(embedded.select_columns(["position", "id", "priority", "stats"])).sort_by("position")
     usage, cache_rows = {}, []
     for text in books.column("stats").drop_null().to_pylist():
         stats = json.loads(text)
@@ -131,21 +129,19 @@ def semantic_dedup(op: SemanticDedup, data, cpus: int, actors: dict) -> tuple[Se
     actors["spent"](usage, cache_rows)  # the embedder's calls: charged to the run's budget, merged into its cache
     n = books.num_rows
     ids = books.column("id").to_pylist()
-    sample = pa.concat_tables(list(embedded.map_batches(_sample_rows, fn_kwargs={"size": KMEANS_SAMPLE},
-                                                        batch_format="pyarrow", batch_size=None)
-                                   .iter_batches(batch_size=None, batch_format="pyarrow"))).sort_by("position")
+    sample = collect_table(embedded.map_batches(_sample_rows, fn_kwargs={"size": KMEANS_SAMPLE},
+                                                batch_format="pyarrow", batch_size=None)).sort_by("position")
     fit = _matrix(sample.column("embedding"))
     labels, centroids = kmeans_labels(fit, cfg.n_clusters or max(1, n // 200), op.context.seed)
     whole = len(fit) == n
-    mean = fit.mean(axis=0)
-    _, _, components = np.linalg.svd((fit - mean)[: min(len(fit), 20000)], full_matrices=False)
+    mean, axes = map_projection(fit)
     assigned = embedded.map_batches(_assign, fn_kwargs={"centroids": centroids, "labels": labels if whole else None,
-                                                        "mean": mean, "components": components},
+                                                        "mean": mean, "axes": axes},
                                     batch_format="pyarrow", batch_size=None)
     groups = assigned.groupby("label", num_partitions=max(1, cpus)).map_groups(
         _dedup_group, fn_kwargs={"centroids": centroids, "eps": cfg.eps, "compare_with": cfg.compare_with,
                                  "keep": cfg.keep}, batch_format="pyarrow")
-    found = pa.concat_tables(list(groups.iter_batches(batch_size=None, batch_format="pyarrow"))).sort_by("position")
+    found = collect_table(groups).sort_by("position")
     eps = cfg.eps
     if cfg.target_retention is not None:
         eps = eps_for_retention(found.column("max_similarity").to_numpy(), found.column("nearest").to_numpy(),
@@ -160,17 +156,12 @@ def semantic_dedup(op: SemanticDedup, data, cpus: int, actors: dict) -> tuple[Se
         duplicate_of = found.column("duplicate_of").to_numpy()
         similarity = found.column("similarity").to_numpy()
     if whole:
-        selection = Selection(meta=map_2d(fit))
+        meta = map_2d(fit)
     else:
-        points = pa.concat_tables(list(assigned.select_columns(["position", "x", "y"])
-                                       .iter_batches(batch_size=None, batch_format="pyarrow"))).sort_by("position")
-        selection = Selection(meta={int(p): {"map_2d": [round(float(x), 4), round(float(y), 4)]} for p, x, y in
-                                    zip(*(points.column(c).to_pylist() for c in ("position", "x", "y")))})
-    for position in np.flatnonzero(duplicate_of >= 0):
-        kept = ids[duplicate_of[position]]
-        selection.rejected[int(position)] = (f"semantic duplicate of {kept} (cosine "
-                                             f"{similarity[position]:.3f} > {1 - eps:.3f})")
-        selection.meta[int(position)] = {**selection.meta.get(int(position), {}), "duplicate_of": kept}
+        points = collect_table(assigned.select_columns(["position", "x", "y"])).sort_by("position")
+        columns = (points.column(c).to_pylist() for c in ("position", "x", "y"))
+        meta = {int(p): map_note(x, y) for p, x, y in zip(*columns)}
+    selection = duplicates_selection(ids, duplicate_of, similarity, eps, meta)
     how = {"runs_on": "actors (embedding), driver (k-means), shuffle by cluster", "shuffles": 1,
            "shuffled_rows": n, "clusters": len(centroids), "kmeans_fit_on": len(fit)}
     return selection, how

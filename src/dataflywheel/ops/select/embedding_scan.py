@@ -71,7 +71,21 @@ def map_2d(embeddings: np.ndarray) -> dict[int, dict]:
     """Meta notes with a 2-D PCA position per record, for the report's embedding map."""
     if embeddings is None or len(embeddings) < 3:
         return {}
-    centred = embeddings - embeddings.mean(axis=0)
-    _, _, components = np.linalg.svd(centred[: min(len(centred), 20000)], full_matrices=False)
-    points = centred @ components[:2].T
-    return {i: {"map_2d": [round(float(x), 4), round(float(y), 4)]} for i, (x, y) in enumerate(points)}
+    points = map_points(embeddings, *map_projection(embeddings))
+    return {i: map_note(x, y) for i, (x, y) in enumerate(points)}
+
+
+def map_projection(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, the two principal axes) of the embedding map, PCA fit on the first 20,000 records."""
+    mean = embeddings.mean(axis=0)
+    _, _, components = np.linalg.svd((embeddings - mean)[:20000], full_matrices=False)
+    return mean, components[:2]
+
+
+def map_points(embeddings: np.ndarray, mean: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    return (embeddings - mean) @ axes.T
+
+
+def map_note(x: float, y: float) -> dict:
+    """A record's meta note with its point on the embedding map."""
+    return {"map_2d": [round(float(x), 4), round(float(y), 4)]}

@@ -65,10 +65,17 @@ class SemanticDedup(Selector):
             eps = eps_for_retention(found.max_similarity, found.nearest, cfg.target_retention)
             found = semdedup(embeddings, eps, cfg.n_clusters, self.context.seed, priority, cfg.compare_with)
             self.counters[f"eps chosen for retention {cfg.target_retention:g}: {eps:.4f}"] += 1
-        selection = Selection(meta=map_2d(embeddings))
-        for position in np.flatnonzero(found.duplicate_of >= 0):
-            kept = ids[found.duplicate_of[position]]
-            selection.rejected[int(position)] = (f"semantic duplicate of {kept} (cosine "
-                                                 f"{found.similarity[position]:.3f} > {1 - eps:.3f})")
-            selection.meta[int(position)] = {**selection.meta.get(int(position), {}), "duplicate_of": kept}
-        return selection
+        return duplicates_selection(ids, found.duplicate_of, found.similarity, eps, map_2d(embeddings))
+
+
+def duplicates_selection(ids: list[str], duplicate_of: np.ndarray, similarity: np.ndarray, eps: float,
+                         meta: dict[int, dict]) -> Selection:
+    """The selection SemDeDup's decisions make (any engine): each duplicate rejected naming the record it
+    duplicates, with ``meta`` (map points) kept for every record."""
+    selection = Selection(meta=meta)
+    for position in np.flatnonzero(duplicate_of >= 0):
+        kept = ids[duplicate_of[position]]
+        selection.rejected[int(position)] = (f"semantic duplicate of {kept} (cosine "
+                                             f"{similarity[position]:.3f} > {1 - eps:.3f})")
+        selection.meta[int(position)] = {**selection.meta.get(int(position), {}), "duplicate_of": kept}
+    return selection
