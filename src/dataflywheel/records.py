@@ -225,17 +225,32 @@ def _finite(value: Any) -> bool:
     return True
 
 
+def _fast_json(value: Any) -> bytes | None:
+    """orjson's compact UTF-8 text of ``value``, or None where the standard library must write it: a type
+    orjson does not know, or NaN/infinity (orjson writes them as null; only where "null" appears can one
+    have been lost)."""
+    try:
+        text = orjson.dumps(value)
+    except TypeError:
+        return None
+    return text if b"null" not in text or _finite(value) else None
+
+
+def _standard_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def dumps(value: Any) -> str:
     """Canonical compact JSON text (checkpoints, outputs): orjson, or the standard library where a value
     holds NaN or infinity (kept as JSON's NaN/Infinity literals, as Python reads them back)."""
-    try:
-        text = orjson.dumps(value)
-    except TypeError:  # a type orjson does not know (the standard library may)
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    # orjson writes NaN and infinity as null: only where "null" appears can one have been lost
-    if b"null" not in text or _finite(value):
-        return text.decode("utf-8")
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = _fast_json(value)
+    return text.decode("utf-8") if text is not None else _standard_json(value)
+
+
+def dump_bytes(value: Any) -> bytes:
+    """``dumps`` as the UTF-8 bytes a file holds (orjson's own output: nothing decoded and encoded again)."""
+    text = _fast_json(value)
+    return text if text is not None else _standard_json(value).encode("utf-8")
 
 
 def loads(text: str | bytes) -> Any:

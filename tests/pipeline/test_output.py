@@ -50,15 +50,6 @@ def test_writing_failure_surfaces_and_leaves_no_output(tmp_path):
     assert not target.exists()
 
 
-def test_length_sample_takes_a_kept_record_in_both_series(tmp_path):
-    ids = [f"{i:020x}" for i in range(5000)]
-    step = build._sample_step(len(ids))
-    sample = {i for i in ids if build._sampled(i, step)}
-    assert 0.5 * len(ids) / step <= len(sample) <= 1.5 * len(ids) / step  # about 1 in step
-    kept = ids[::3]  # whatever survives, its sample is the read sample's survivors
-    assert {i for i in kept if build._sampled(i, step)} == sample & set(kept)
-
-
 def test_a_run_does_not_import_pandas(tmp_path):
     """pyarrow's ``pa.array`` and ``pq.read_table`` import pandas on first use: half a second of every run
     (checkpoints and rejects are built and read without them)."""

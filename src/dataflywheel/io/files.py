@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from dataflywheel.records import RecordError, dumps, loads
+from dataflywheel.records import RecordError, dump_bytes, loads
 
 FILE_TYPES = ("jsonl", "json", "parquet", "csv", "txt", "hf")
 WRITE_TYPES = ("jsonl", "json", "parquet", "csv", "hf")
@@ -384,14 +384,14 @@ def _write(rows: Iterable[dict], path: Path, kind: str, *, gzipped: bool) -> int
     if kind == "jsonl":
         opener = gzip.open if gzipped else open
         count, lines = 0, []
-        with opener(path, "wt", encoding="utf-8", newline="\n") as handle:
+        with opener(path, "wb") as handle:  # orjson's UTF-8 as it is: nothing decoded and encoded again
             for row in rows:
-                lines.append(dumps(row))
+                lines.append(dump_bytes(row))
                 if len(lines) == 1024:
-                    handle.write("\n".join(lines) + "\n")
+                    handle.write(b"\n".join(lines) + b"\n")
                     count, lines = count + len(lines), []
             if lines:
-                handle.write("\n".join(lines) + "\n")
+                handle.write(b"\n".join(lines) + b"\n")
         return count + len(lines)
     rows = list(rows) if kind == "json" else [columnar_row(r) for r in rows]
     opener = gzip.open if gzipped else open  # .json.gz and .csv.gz are compressed as their names say

@@ -32,7 +32,7 @@ STREAMED = (Filter, Mapper, Scorer)
 
 def _stream(path: Path, size: int) -> Iterator[Rows]:
     for rows in iter_checkpoint_rows(path, size):
-        yield [(loads(r["record"]), r["origin"], r["record"]) for r in rows]
+        yield [(loads(text), origin, text) for _, origin, text in rows]
 
 
 def _records(rows: Rows) -> list[dict]:

@@ -18,10 +18,10 @@ from pathlib import Path
 from dataflywheel.pipeline.apply import Item, StepFailed
 from dataflywheel.pipeline.run_dir import (CHECKPOINT_SCHEMA, REJECT_SCHEMA, InvariantError, ParquetSink, RunDir,
                                            read_table, reject_row)
-from dataflywheel.records import dumps, loads
+from dataflywheel.records import dump_bytes, loads
 
-Rows = list[tuple[dict, str, "str | None"]]
-"""A batch as it moves between steps: (record, origin, the record's JSON text when known)."""
+Rows = list[tuple[dict, str, "bytes | str | None"]]
+"""A batch as it moves between steps: (record, origin, the record's JSON text when known, UTF-8 or str)."""
 
 FAILING_BATCHES_TO_STOP = 3
 """A step stops the run after this many batches in a row in which every record failed with an error."""
@@ -70,7 +70,7 @@ class StepWriter:
             if item.reason is None:
                 record = item.record
                 # unchanged: its JSON is already known
-                text = row[2] if row is not None and record is row[0] and row[2] is not None else dumps(record)
+                text = row[2] if row is not None and record is row[0] and row[2] is not None else dump_bytes(record)
                 keep({"id": record["id"], "origin": origin, "record": text})
                 kept.append((record, origin, text))
             else:

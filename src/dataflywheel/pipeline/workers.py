@@ -85,7 +85,7 @@ class Pool:
         while pending:
             yield pending.popleft().result()
 
-    def submit_batch(self, op: Operator, step: str, rows: list[tuple[dict, str, str | None]]) -> Future:
+    def submit_batch(self, op: Operator, step: str, rows: list[tuple[dict, str, bytes | str | None]]) -> Future:
         """``apply_batch(op, step, records)`` in a worker; the future's result is ``(items, counters)``."""
         if id(op) not in self._tokens:
             # with this process's import path, so plugin modules import in workers started earlier
@@ -175,7 +175,7 @@ def _apply(token: str, blob: bytes, step: str, payload: list) -> tuple[list[tupl
         # finalizers with an exit priority before a worker process ends
         multiprocessing.util.Finalize(op, op.teardown, exitpriority=10)
     op.counters = Counter()
-    batch = [loads(r) if isinstance(r, str) else r for r in payload]
+    batch = [r if isinstance(r, dict) else loads(r) for r in payload]  # JSON text (bytes or str) or records
     items = apply_batch(op, step, batch)
     compact = []
     for item in items:

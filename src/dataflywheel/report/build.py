@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import zlib
 from collections import Counter
 from html import escape
 from pathlib import Path
+from typing import Iterator
 
+import numpy as np
 import orjson
+import pyarrow.parquet as pq
 
 from dataflywheel.io import ReadReject, read_records
-from dataflywheel.pipeline.run_dir import RunDir, read_table, reason_kind, take
+from dataflywheel.pipeline.run_dir import RunDir, indices, read_table, reason_kind, take
 from dataflywheel.records import instruction_text, loads, prompt_turns, repeats, response_text
+from dataflywheel.report.sample import present, sample_key, sample_keys, sample_mask, sample_step, sampled
 from dataflywheel.report.svg import bars, histogram, scatter
 from dataflywheel.text import word_count
 
@@ -98,27 +101,15 @@ LENGTH_SAMPLE = 500
 """Length histograms tokenize at most this many records per series (an even, deterministic sample)."""
 
 
-def _sample_step(count: int, size: int = LENGTH_SAMPLE) -> int:
-    """One in how many records to take so that about ``size`` of ``count`` are taken."""
-    return max(1, -(-count // size))
-
-
-def _sampled(record_id: str, step: int) -> bool:
-    """Whether a record is in the length sample: chosen by its id, so a record read and kept is in the
-    sample of both series (and its lengths are counted once)."""
-    return step == 1 or zlib.crc32(record_id.encode()) % step == 0
-
-
-def _sampled_records(table, chosen) -> list[dict]:
-    """The records of a checkpoint table (id, record) whose id is ``chosen``; only their JSON is converted to
+def _sampled_records(table, mask) -> list[dict]:
+    """The records of a checkpoint table (id, record) where ``mask`` holds; only their JSON is converted to
     Python strings (a 55k-record run's report takes a tenth of them)."""
-    positions = [i for i, record_id in enumerate(table.column(0).to_pylist()) if chosen(record_id)]
-    return [loads(text) for text in take(table.column(1), positions).to_pylist()]
+    return [loads(text) for text in take(table.column(1), np.flatnonzero(mask)).to_pylist()]
 
 
 def _lengths_and_categories(records, count, step: int = 1):
     categories = Counter(c for c in map(_category, records) if c is not None)
-    sample = [r for r in records if _sampled(r["id"], step)]
+    sample = [r for r in records if sampled(r["id"], step)]
     return (count([instruction_text(r) for r in sample]) if sample else [],
             count([response_text(r) for r in sample]) if sample else [], categories)
 
@@ -170,6 +161,22 @@ def _usage(manifest: dict) -> str:
             "<th>prompt tokens</th><th>completion tokens</th><th>seconds</th></tr>" + "".join(rows) + "</table>")
 
 
+def _rejects(paths: list[Path], reasons: dict[str, Counter], step: int) -> Iterator[dict]:
+    """The reject rows in the browser's sample (``step``), counting every reject's kind of reason per step into
+    ``reasons``; only the sampled rows become Python dicts."""
+    for path in paths:
+        table = read_table(path, columns=["step", "reason", "source", "id", "record", "raw"])
+        for name, reason in zip(table.column("step").to_pylist(), table.column("reason").to_pylist()):
+            reasons.setdefault(name, Counter())[reason_kind(reason)] += 1
+        ids = table.column("id").combine_chunks()
+        keys = sample_keys(ids)
+        unread = np.flatnonzero(~present(ids))  # unreadable rows have no id: their raw text decides
+        if len(unread):
+            keys[unread] = [sample_key(raw) for raw in take(table.column("raw"), unread).to_pylist()]
+        chosen = np.flatnonzero(keys % step == 0)
+        yield from table.take(indices(chosen)).to_pylist()
+
+
 def write_run_report(run_dir: str | Path, target: str | Path | None = None, *, manifest: dict | None = None) -> Path:
     """Render report.html for a finished (or partly finished) run (``manifest``: the run's manifest when the
     caller holds a newer one than the file)."""
@@ -181,19 +188,18 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None, *, m
     first, last = Path(steps[0]["checkpoint"]), Path(steps[-1]["checkpoint"])
     final = read_table(last, columns=["id", "record"])
     read = read_table(first, columns=["id", "record"])
-    step = _sample_step(max(read.num_rows, final.num_rows))  # one step for both series keeps their counts comparable
-    rejects = [r for path in sorted(run.rejected.glob("*.parquet")) for r in read_table(path).to_pylist()]
-    browse = _sample_step(final.num_rows + len(rejects), BROWSE_LIMIT)
-    kept = _sampled_records(final, lambda record_id: _sampled(record_id, browse) or _sampled(record_id, step))
-    before = _sampled_records(read, lambda record_id: _sampled(record_id, step))
-    browsed = [r for r in kept if _sampled(r["id"], browse)]  # charts of categories and scores: this sample too
+    step = sample_step(max(read.num_rows, final.num_rows), LENGTH_SAMPLE)  # one step for both series: comparable
+    reject_files = sorted(run.rejected.glob("*.parquet"))
+    rejected_count = sum(pq.ParquetFile(path).metadata.num_rows for path in reject_files)
+    browse = sample_step(final.num_rows + rejected_count, BROWSE_LIMIT)
+    final_keys = sample_keys(final.column(0))
+    kept = _sampled_records(final, (final_keys % browse == 0) | (final_keys % step == 0))
+    before = _sampled_records(read, sample_mask(read.column(0), step))
+    browsed = [r for r in kept if sampled(r["id"], browse)]  # charts of categories and scores: this sample too
     rows = [_row(r, "kept") for r in browsed]
     reasons: dict[str, Counter] = {}
     rejected_records = []
-    for reject in rejects:
-        reasons.setdefault(reject["step"], Counter())[reason_kind(reject["reason"])] += 1
-        if not _sampled(reject["id"] or reject["raw"], browse):
-            continue
+    for reject in _rejects(reject_files, reasons, browse):
         if reject["record"]:
             record = loads(reject["record"])
             rejected_records.append(record)
@@ -211,9 +217,9 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None, *, m
     for record in browsed:
         if _category(record) is not None:
             weighted[_category(record)] += repeats(record)
-    sampled = f", 1 in {step} records" if step > 1 else ""
-    charts.append(histogram({"read": b_ins, "kept": a_ins}, f"instruction length ({unit}{sampled})"))
-    charts.append(histogram({"read": b_resp, "kept": a_resp}, f"response length ({unit}{sampled})"))
+    in_sample = f", 1 in {step} records" if step > 1 else ""
+    charts.append(histogram({"read": b_ins, "kept": a_ins}, f"instruction length ({unit}{in_sample})"))
+    charts.append(histogram({"read": b_resp, "kept": a_resp}, f"response length ({unit}{in_sample})"))
     in_browser = f" (1 in {browse} records)" if browse > 1 else ""
     score_names = sorted({k for r in browsed + rejected_records for k in r.get("scores", {})})
     for name in score_names:
@@ -236,7 +242,7 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None, *, m
     data = {"fields": FIELDS, "records": rows, "steps": [s["name"] for s in steps],
             "reasons": sorted({r[4] for r in rows if r[4]}), "scores": score_names}
     target = Path(target) if target else run.root / "report.html"
-    note = _browse_note(browse, len(rows), final.num_rows + len(rejects))
+    note = _browse_note(browse, len(rows), final.num_rows + rejected_count)
     target.write_text(_page("dataflywheel run report", subtitle, body, data, note), encoding="utf-8")
     return target
 
@@ -246,16 +252,16 @@ def write_dataset_report(path: str | Path, target: str | Path, stats: dict) -> P
     records, unreadable = [], []
     for item in read_records(path):
         (unreadable if isinstance(item, ReadReject) else records).append(item)
-    browse = _sample_step(len(records) + len(unreadable), BROWSE_LIMIT)
-    rows = [_row(r, "kept") for r in records if _sampled(r["id"], browse)]
+    browse = sample_step(len(records) + len(unreadable), BROWSE_LIMIT)
+    rows = [_row(r, "kept") for r in records if sampled(r["id"], browse)]
     rows += [["rejected", "", "read", f"{item.reason} ({item.source})", reason_kind(item.reason), item.raw[:SNIPPET],
-              "", {}, [], [], None] for item in unreadable if _sampled(item.raw, browse)]
+              "", {}, [], [], None] for item in unreadable if sampled(item.raw, browse)]
     unit, count = _length_unit()
-    step = _sample_step(len(records))
+    step = sample_step(len(records), LENGTH_SAMPLE)
     ins, resp, categories = _lengths_and_categories(records, count, step)
-    sampled = f", 1 in {step} records" if step > 1 else ""
-    charts = [histogram({"records": ins}, f"instruction length ({unit}{sampled})"),
-              histogram({"records": resp}, f"response length ({unit}{sampled})")]
+    in_sample = f", 1 in {step} records" if step > 1 else ""
+    charts = [histogram({"records": ins}, f"instruction length ({unit}{in_sample})"),
+              histogram({"records": resp}, f"response length ({unit}{in_sample})")]
     score_names = sorted({k for r in records for k in r["scores"]})
     charts += [histogram({"records": [r["scores"][n] for r in records if n in r["scores"]]}, f"score {n}")
                for n in score_names]
