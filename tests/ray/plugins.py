@@ -47,3 +47,23 @@ class Words(Scorer):
             words = len(record["messages"][-1]["content"].split())
             out.append({"words": float(words), "words.above_1": float(words % 7 == 0)})
         return out
+
+
+class FlakyConfig(OpConfig):
+    fail_every: int = 3
+    """Raise (a plain error: a bug or a bad record, not a dead server) on every record whose word count is a
+    multiple of this; 1: on every record."""
+
+
+@register
+class Flaky(Filter):
+    """Rejects short answers and fails on some records: errors become rejects, counted as errors."""
+
+    name = "test.flaky"
+    Config = FlakyConfig
+
+    def reject_reason(self, record):
+        words = len(record["messages"][-1]["content"].split())
+        if words % self.config.fail_every == 0:
+            raise ValueError(f"cannot judge {words} words")
+        return "short" if words < 20 else None

@@ -167,6 +167,42 @@ def test_fatal_error_in_a_ray_worker_stops_the_run_resumably(ray_cluster, tmp_pa
     assert not list((tmp_path / "run" / "rejected").glob("01-*.parquet"))  # nothing rejected for it
 
 
+def test_workers_book_their_batches_the_driver_only_appends(ray_cluster, tmp_path, monkeypatch):
+    """A step's checkpoint and rejects (errors included) are booked by the workers: the driver never books a
+    record of it, and the files, counts and reasons are the local engine's."""
+    from dataflywheel.pipeline.step_writer import StepWriter
+
+    rows = EXAMPLE_DATA.read_text(encoding="utf-8").splitlines()[:60]
+    data = {"input": {"path": str(write_jsonl(tmp_path / "in.jsonl", rows))}, "plugins": ["tests.ray.plugins"],
+            "output": {"dir": str(tmp_path / "run")}, "batch_size": 8, "cache": "off",
+            "steps": [{"op": "test.flaky"}, {"op": "test.words"}]}
+    local_manifest, local = _run(LocalExecutor, data, tmp_path, "local")
+    add = StepWriter.add
+
+    def driver_books(writer, items, rows=()):
+        assert writer.name == "read", f"the driver booked records of step {writer.name}"
+        return add(writer, items, rows)
+
+    monkeypatch.setattr(StepWriter, "add", driver_books)
+    manifest, ray = _run(RayExecutor, data, tmp_path, "ray")
+    assert ray == local
+    assert _books(manifest) == _books(local_manifest)
+    flaky = {s["name"]: s for s in manifest["steps"]}["flaky"]
+    assert flaky["errors"] > 0 and flaky["rejected"] > flaky["errors"]  # failures and decisions, both booked
+    assert any(reason.startswith("error in test.flaky: ValueError") for _, _, reason in ray["rejects"])
+
+
+def test_a_step_failing_on_every_batch_stops_on_ray_as_locally(ray_cluster, tmp_path):
+    from dataflywheel.pipeline.apply import StepFailed
+
+    rows = EXAMPLE_DATA.read_text(encoding="utf-8").splitlines()[:40]
+    data = {"input": {"path": str(write_jsonl(tmp_path / "in.jsonl", rows))}, "plugins": ["tests.ray.plugins"],
+            "output": {"dir": str(tmp_path / "run")}, "batch_size": 8, "cache": "off",
+            "steps": [{"op": "test.flaky", "fail_every": 1}]}
+    with pytest.raises(StepFailed, match="3 batches in a row failed entirely .*cannot judge"):
+        RayExecutor(parse_recipe(data), quiet=True).execute(report=False)
+
+
 def test_executor_from_recipe_and_command_line(tmp_path):
     from dataflywheel.pipeline.executor_ray import make_executor
 

@@ -1,10 +1,11 @@
 """The Ray engine: the same operators and the same books, with the work done by Ray Data on a cluster.
 
-* Reading the input, and booking every step, stay with the driver's ``Run`` (same checkpoints, ``rejected/``,
-  manifest, invariant, resume by finished step).
-* Filters, mappers and scorers run ``apply_batch`` in ``map_batches`` over the previous checkpoint, one Ray
-  Data block per batch (``batch_size`` records, in order): stateless operators as Ray tasks, operators with
-  models on an actor pool, so a model loads once per actor.
+* The books stay the driver's ``Run`` (same checkpoints, ``rejected/``, manifest, invariant, resume by finished
+  step); the driver reads the input.
+* Filters, mappers and scorers run ``apply_batch`` and ``book`` in ``map_batches`` over the previous checkpoint,
+  one Ray Data block per batch (``batch_size`` records, in order): stateless operators as Ray tasks, operators
+  with models on an actor pool, so a model loads once per actor. Workers send back each batch booked (its
+  checkpoint and reject rows as Arrow tables); the driver appends them to the step's files.
 * Exact and MinHash dedup, top-k and SemDeDup run distributed (``ray_dedup``, ``ray_semdedup``); other selectors
   and the generators run on the driver as the local engine runs them, and the engine logs it (docs/scaling.md
   lists which).
@@ -25,13 +26,12 @@ import pyarrow.parquet as pq
 
 from dataflywheel.errors import FatalError
 from dataflywheel.ops.base import Selection
-from dataflywheel.pipeline.apply import Item
 from dataflywheel.pipeline.executor_local import LocalEngine, LocalExecutor
 from dataflywheel.pipeline.progress import StepProgress
-from dataflywheel.pipeline.ray_apply import ApplyActor, apply_task, operator_blob, raise_fatal
+from dataflywheel.pipeline.ray_apply import ApplyActor, apply_task, operator_blob, raise_fatal, table_from_bytes
 from dataflywheel.pipeline.recipe import RaySpec
 from dataflywheel.pipeline.run import Run, RunError, Step, add_usage
-from dataflywheel.records import loads
+from dataflywheel.pipeline.step_writer import Booked
 
 log = logging.getLogger("dataflywheel.ray")
 
@@ -183,48 +183,22 @@ class RayEngine(LocalEngine):
         run.dir.write_manifest(run.manifest)
 
     def _book_results(self, data, writer, op) -> Iterator[dict]:
-        """Book the items of each batch, in order; yield each batch's statistics."""
-        rows: list[dict] = []
+        """Book each batch, in order, as the workers booked it; yield each batch's statistics."""
         try:
             for table in data.iter_batches(batch_size=None, batch_format="pyarrow"):
-                for row in table.to_pylist():
-                    if rows and row["batch"] != rows[0]["batch"]:
-                        yield self._book_batch(rows, writer, op)
-                        rows = []
-                    rows.append(row)
-            if rows:
-                yield self._book_batch(rows, writer, op)
+                for number, checkpoint, rejects, text in zip(*(table.column(c).to_pylist() for c in
+                                                              ("batch", "checkpoint", "rejects", "stats"))):
+                    stats = json.loads(text)
+                    raise_fatal(stats)
+                    op.counters.update(stats["counters"])
+                    writer.add_booked(table_from_bytes(checkpoint), table_from_bytes(rejects),
+                                      Booked.from_summary(stats["booked"]))
+                    yield stats
         except Exception as err:  # noqa: BLE001 - a worker's FatalError arrives wrapped by Ray; anything else is a bug
             fatal = _fatal_in(err)
             if fatal is not None:
                 raise fatal from err
             raise
-
-    @staticmethod
-    def _book_batch(rows: list[dict], writer, op) -> dict:
-        stats = json.loads(rows[0]["stats"])
-        raise_fatal(stats)
-        inputs: list = [None] * stats["n"]
-        items = []
-        for row in rows:
-            if row["position"] == -2:  # an operator that returned nothing for the batch
-                continue
-            position = None if row["position"] < 0 else row["position"]
-            if row["reason"] is None and row["record"] is not None and position is not None:
-                # a kept record: its JSON text is known, so the books need only its id (no parsing here)
-                record = {"id": row["id"]}
-                text = row["record"]
-            else:
-                record = loads(row["record"]) if row["record"] is not None else None
-                text = None
-            if position is not None:
-                inputs[position] = (record, row["origin"], text)
-            items.append(Item(record, position, row["reason"], row["raw"] or "", row["error"]))
-        if any(entry is None for entry in inputs):
-            raise RunError(f"a Ray worker returned no outcome for some records of batch {rows[0]['batch']}")
-        op.counters.update(stats["counters"])
-        writer.add(items, inputs)
-        return stats
 
     # ---- selectors -------------------------------------------------------------------------------
 

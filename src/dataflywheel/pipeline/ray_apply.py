@@ -1,10 +1,9 @@
-"""What Ray workers run for a batch step: ``apply_batch``, as every engine does, on one batch as an Arrow table.
+"""What Ray workers run for a batch step: ``apply_batch`` and ``book``, as every engine does, on one batch.
 
-A batch comes in as ``(batch, origin, record)`` rows and goes out as one row per ``Item`` (see ``ITEM_SCHEMA``);
-the first row of a batch also carries the batch's statistics (the operator's counters, the model usage, the
-worker's process id and how many times it set the operator up, and, with a merged cache, the cache entries it
-wrote), so the driver books the step exactly as the local engine would. Operators travel pickled with the
-driver's import path (plugin modules import on workers too) and are set up once per worker process.
+A batch comes in as ``(batch, origin, record)`` rows and goes out booked, as one row of ``BATCH_SCHEMA``: the
+checkpoint and reject rows the local engine would write for it, and its statistics, so the driver only appends
+tables to the step's files. Operators travel pickled with the driver's import path (plugin modules import on
+workers too) and are set up once per worker process.
 """
 
 from __future__ import annotations
@@ -24,14 +23,18 @@ from dataflywheel.errors import FatalError
 from dataflywheel.models.cache import CallCache
 from dataflywheel.ops.base import Operator
 from dataflywheel.pipeline.apply import apply_batch
-from dataflywheel.records import dumps, loads
+from dataflywheel.pipeline.run_dir import CHECKPOINT_SCHEMA, REJECT_SCHEMA, rows_table
+from dataflywheel.pipeline.step_writer import book
+from dataflywheel.records import loads
 
-ITEM_SCHEMA = pa.schema([("batch", pa.int64()), ("position", pa.int64()), ("origin", pa.string()),
-                         ("same", pa.bool_()), ("id", pa.string()), ("record", pa.string()), ("reason", pa.string()),
-                         ("raw", pa.string()), ("error", pa.bool_()), ("stats", pa.string())])
-"""One row per item: ``position`` -1 for a generated record (-2: a row with a batch's statistics only); ``same``:
-the input record, unchanged. A ``FatalError`` comes back as a batch's statistics (``fatal``), not raised: Ray
-would pass on only its text, and the run must stop with the error itself."""
+BATCH_SCHEMA = pa.schema([("batch", pa.int64()), ("checkpoint", pa.binary()), ("rejects", pa.binary()),
+                          ("stats", pa.string())])
+"""One row per batch, booked on the worker: its checkpoint rows and reject rows (each an Arrow IPC stream in the
+run's checkpoint / reject schema) and its statistics (the booking's counts, the operator's counters, model
+usage, the worker's process id and set-ups, and with a merged cache the entries it wrote). The driver appends
+the tables to the step's files as they are: no record is parsed or built there. A ``FatalError`` comes back
+as a batch's statistics (``fatal``), not raised: Ray would pass on only its text, and the run must stop with
+the error itself."""
 
 _SETUPS: Counter = Counter()  # in a worker: how many times each operator (by token) was set up
 _OPS: dict[str, Operator] = {}
@@ -81,12 +84,24 @@ def operator_blob(op: Operator) -> bytes:
     return pickle.dumps((list(sys.path), pickle.dumps(op)))
 
 
+def table_bytes(table: pa.Table) -> bytes:
+    """A table as an Arrow IPC stream."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def table_from_bytes(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
 def apply_table(table: pa.Table, op: Operator, step: str, token: str) -> pa.Table:
-    """Apply ``op`` to each batch of ``table`` (rows of several batches may share a block)."""
+    """Apply ``op`` to each batch of ``table`` and book it (rows of several batches may share a block)."""
     batches = table.column("batch").to_pylist()
     origins = table.column("origin").to_pylist()
-    texts = table.column("record").to_pylist()
-    out: dict[str, list] = {f.name: [] for f in ITEM_SCHEMA}
+    texts = table.column("record").cast(pa.binary()).to_pylist()  # UTF-8: parsed fastest, written as it is
+    out: dict[str, list] = {f.name: [] for f in BATCH_SCHEMA}
     start = 0
     while start < len(batches):
         end = start
@@ -95,10 +110,10 @@ def apply_table(table: pa.Table, op: Operator, step: str, token: str) -> pa.Tabl
         try:
             _apply_one(op, step, token, batches[start], origins[start:end], texts[start:end], out)
         except FatalError as err:  # sent back as the batch's outcome: Ray would keep only its text
-            _row(out, batches[start], -2, {"n": end - start, "fatal": base64.b64encode(_pickled(err)).decode()})
+            _add(out, batches[start], None, None, {"n": end - start, "fatal": base64.b64encode(_pickled(err)).decode()})
             break
         start = end
-    return pa.table(out, schema=ITEM_SCHEMA)
+    return pa.table(out, schema=BATCH_SCHEMA)
 
 
 def _apply_one(op: Operator, step: str, token: str, number: int, origins: list, texts: list, out: dict) -> None:
@@ -106,35 +121,20 @@ def _apply_one(op: Operator, step: str, token: str, number: int, origins: list, 
     before = models.usage() if models is not None else {}
     op.counters = Counter()
     batch = [loads(t) for t in texts]
-    items = apply_batch(op, step, batch)
+    booked = book(step, apply_batch(op, step, batch), list(zip(batch, origins, texts)))
     from dataflywheel.pipeline.run import usage_delta
 
-    stats = {"n": len(batch), "counters": dict(op.counters), "pid": os.getpid(), "setups": _SETUPS[token],
-             "usage": usage_delta(before, models.usage()) if models is not None else {}}
+    stats = {"n": len(batch), "booked": booked.summary(), "counters": dict(op.counters), "pid": os.getpid(),
+             "setups": _SETUPS[token], "usage": usage_delta(before, models.usage()) if models is not None else {}}
     cache = models.cache if models is not None else None
     if isinstance(cache, RecordingCache):
         stats["cache"] = cache.drain()
-    for n, item in enumerate(items):
-        same = item.position is not None and item.record is batch[item.position]
-        out["batch"].append(number)
-        out["position"].append(-1 if item.position is None else item.position)
-        out["origin"].append(None if item.position is None else origins[item.position])
-        out["same"].append(same)
-        out["id"].append(item.record["id"] if item.record is not None else None)
-        out["record"].append(texts[item.position] if same else (dumps(item.record) if item.record is not None
-                                                                 else None))
-        out["reason"].append(item.reason)
-        out["raw"].append(item.raw)
-        out["error"].append(item.error)
-        out["stats"].append(json.dumps(stats) if n == 0 else None)
-    if not items:  # nothing to carry the statistics: one empty row says the batch was seen
-        _row(out, number, -2, stats)
+    _add(out, number, table_bytes(rows_table(booked.checkpoint, CHECKPOINT_SCHEMA)),
+         table_bytes(rows_table(booked.rejects, REJECT_SCHEMA)), stats)
 
 
-def _row(out: dict, number: int, position: int, stats: dict) -> None:
-    """A row that carries only a batch's statistics (``position`` -2)."""
-    for name, value in (("batch", number), ("position", position), ("origin", None), ("same", False), ("id", None),
-                        ("record", None), ("reason", None), ("raw", ""), ("error", False),
+def _add(out: dict, number: int, checkpoint: bytes | None, rejects: bytes | None, stats: dict) -> None:
+    for name, value in (("batch", number), ("checkpoint", checkpoint), ("rejects", rejects),
                         ("stats", json.dumps(stats))):
         out[name].append(value)
 

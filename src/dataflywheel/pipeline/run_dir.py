@@ -62,7 +62,8 @@ def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
     return pq.ParquetFile(path).read(columns=columns)
 
 
-def _table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+def rows_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Rows (dicts) as a table of ``schema``."""
     return pa.Table.from_arrays([_column([row[f.name] for row in rows], f.type) for f in schema], schema=schema)
 
 
@@ -88,6 +89,8 @@ class ParquetSink:
         self.tmp.parent.mkdir(parents=True, exist_ok=True)
         self._writer = pq.ParquetWriter(self.tmp, schema, **_ENCODING)
         self._rows: list[dict] = []
+        self._tables: list[pa.Table] = []  # rows already in tables (booked elsewhere), before ``_rows``
+        self._held = 0  # rows in ``_tables``
         self._pending: list[Future] = []
         self._thread: ThreadPoolExecutor | None = None
         self.count = 0
@@ -95,13 +98,33 @@ class ParquetSink:
     def add(self, row: dict) -> None:
         self._rows.append(row)
         self.count += 1
-        if len(self._rows) >= _ROW_GROUP:
+        if len(self._rows) + self._held >= _ROW_GROUP:
             self._flush()
 
-    def _flush(self) -> None:
+    def add_table(self, table: pa.Table) -> None:
+        """Rows already in a table of this sink's schema (a batch booked by a Ray worker), after those added."""
+        if table.num_rows == 0:
+            return
+        if table.schema != self.schema:
+            raise ValueError(f"a table for {self.path.name} has columns {table.schema.names}, not {self.schema.names}")
+        self._hold_rows()
+        self._tables.append(table)
+        self._held += table.num_rows
+        self.count += table.num_rows
+        if self._held >= _ROW_GROUP:
+            self._flush()
+
+    def _hold_rows(self) -> None:
         if self._rows:
-            table = _table(self._rows, self.schema)
+            self._tables.append(rows_table(self._rows, self.schema))
+            self._held += len(self._rows)
             self._rows = []
+
+    def _flush(self) -> None:
+        self._hold_rows()
+        if self._tables:
+            table = self._tables[0] if len(self._tables) == 1 else pa.concat_tables(self._tables)
+            self._tables, self._held = [], 0
             if self._thread is None:
                 self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-sink")
             while self._pending and self._pending[0].done():

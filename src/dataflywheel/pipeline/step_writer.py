@@ -12,7 +12,10 @@ import json
 import os
 import shutil
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import pyarrow as pa
 
 
 from dataflywheel.pipeline.apply import Item, StepFailed
@@ -25,6 +28,72 @@ Rows = list[tuple[dict, str, "bytes | str | None"]]
 
 FAILING_BATCHES_TO_STOP = 3
 """A step stops the run after this many batches in a row in which every record failed with an error."""
+
+
+@dataclass
+class Booked:
+    """One batch booked: the kept rows for the next step, the checkpoint and reject rows to write, the counts
+    (in, out, rejected, generated, errors), what failure watching needs, and the step's generated-record
+    sequence after it."""
+
+    kept: Rows = field(default_factory=list)
+    checkpoint: list[dict] = field(default_factory=list)
+    rejects: list[dict] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+    failed: int = 0  # input records the operator failed on
+    operator_errors: int = 0  # failures with no input record (a generator failing on its input)
+    first_error: str = ""
+    seq: int = 0
+
+    def summary(self) -> dict:
+        """Everything but the rows, as JSON-able values (what a worker sends beside its tables)."""
+        return {"counts": dict(self.counts), "failed": self.failed, "operator_errors": self.operator_errors,
+                "first_error": self.first_error, "seq": self.seq}
+
+    @classmethod
+    def from_summary(cls, summary: dict) -> "Booked":
+        return cls(counts=Counter(summary["counts"]), failed=summary["failed"],
+                   operator_errors=summary["operator_errors"], first_error=summary["first_error"], seq=summary["seq"])
+
+
+def book(step: str, items: list[Item], rows: Rows = (), seq: int = 0) -> Booked:
+    """Book one batch's items (``rows``: the input their positions refer to; ``seq``: generated records so
+    far, whose origins are "<step>#<seq>"). Pure: any engine or worker books a batch with this."""
+    out = Booked(seq=seq)
+    kept, checkpoint, rejects = out.kept, out.checkpoint, out.rejects
+    failed = errors = rejected = generated = operator_errors = 0
+    for item in items:  # once per record of every step: written for speed
+        position = item.position
+        if position is not None:
+            row = rows[position]
+            origin = row[1]
+        elif item.record is None and item.error:
+            row, origin = None, None  # a failure of the operator on a whole batch: no record to account for
+            operator_errors += 1
+        else:
+            row = None
+            out.seq += 1
+            origin = f"{step}#{out.seq}"
+            generated += 1
+        if item.error:
+            errors += 1
+            failed += position is not None
+            if not out.first_error:
+                out.first_error = item.reason
+        if item.reason is None:
+            record = item.record
+            # unchanged: its JSON is already known
+            text = row[2] if row is not None and record is row[0] and row[2] is not None else dump_bytes(record)
+            checkpoint.append({"id": record["id"], "origin": origin, "record": text})
+            kept.append((record, origin, text))
+        else:
+            rejects.append(reject_row(step, item.reason, record=item.record, origin=origin, raw=item.raw,
+                                      error=item.error))
+            rejected += origin is not None
+    out.counts.update({"in": len(rows), "out": len(kept), "rejected": rejected, "generated": generated,
+                       "errors": errors})
+    out.failed, out.operator_errors = failed, operator_errors
+    return out
 
 
 class StepWriter:
@@ -50,41 +119,27 @@ class StepWriter:
     def add(self, items: list[Item], rows: Rows = ()) -> Rows:
         """Book one batch's items (``rows``: the input their positions refer to); return the kept rows."""
         self._ensure_sinks()
-        keep, reject = self._records.add, self._rejects.add
-        kept, failed, errors, rejected, generated = [], 0, 0, 0, 0
-        for item in items:  # once per record of every step: written for speed
-            position = item.position
-            if position is not None:
-                row = rows[position]
-                origin = row[1]
-            elif item.record is None and item.error:
-                row, origin = None, None  # a failure of the operator on a whole batch: no record to account for
-            else:
-                row = None
-                self.seq += 1
-                origin = f"{self.name}#{self.seq}"
-                generated += 1
-            if item.error:
-                errors += 1
-                failed += position is not None
-            if item.reason is None:
-                record = item.record
-                # unchanged: its JSON is already known
-                text = row[2] if row is not None and record is row[0] and row[2] is not None else dump_bytes(record)
-                keep({"id": record["id"], "origin": origin, "record": text})
-                kept.append((record, origin, text))
-            else:
-                reject(reject_row(self.name, item.reason, record=item.record, origin=origin, raw=item.raw,
-                                  error=item.error))
-                rejected += origin is not None
+        booked = book(self.name, items, rows, self.seq)
+        for row in booked.checkpoint:
+            self._records.add(row)
+        for row in booked.rejects:
+            self._rejects.add(row)
+        self._count(booked)
+        return booked.kept
+
+    def add_booked(self, checkpoint: pa.Table, rejects: pa.Table, booked: "Booked") -> None:
+        """Book a batch booked elsewhere (a Ray worker ran ``book``): its checkpoint and reject rows as tables,
+        appended as they are, and its counts."""
+        self._ensure_sinks()
+        self._records.add_table(checkpoint)
+        self._rejects.add_table(rejects)
+        self._count(booked)
+
+    def _count(self, booked: "Booked") -> None:
+        self.seq = booked.seq
         counts = self._part_counts if self.parts is not None else self.counts
-        counts["in"] += len(rows)
-        counts["out"] += len(kept)
-        counts["rejected"] += rejected
-        counts["generated"] += generated
-        counts["errors"] += errors
-        self._watch_failures(items, len(rows), failed)
-        return kept
+        counts.update(booked.counts)
+        self._watch_failures(booked)
 
     def unreadable(self, reason: str, source: str, raw: str) -> None:
         """Book an input row that could not become a record (it has no id: the raw text is kept)."""
@@ -94,14 +149,14 @@ class StepWriter:
         self.counts["rejected"] += 1
         self._rejects.add(reject_row(self.name, reason, source=source, raw=raw))
 
-    def _watch_failures(self, items: list[Item], size: int, failed: int) -> None:
-        operator_errors = sum(i.error and i.position is None for i in items)  # a generator failing on its input
+    def _watch_failures(self, booked: "Booked") -> None:
+        size, failed, operator_errors = booked.counts["in"], booked.failed, booked.operator_errors
         if (size and max(failed, operator_errors) >= size) or (not size and operator_errors):
             self._failing += 1
             if self._failing >= FAILING_BATCHES_TO_STOP:
-                first = next(i.reason for i in items if i.error)
-                raise StepFailed(f"step {self.name}: {self._failing} batches in a row failed entirely ({first}); "
-                                 "this is not bad data: fix the cause, then `flywheel run --resume`")
+                raise StepFailed(f"step {self.name}: {self._failing} batches in a row failed entirely "
+                                 f"({booked.first_error}); this is not bad data: fix the cause, then "
+                                 "`flywheel run --resume`")
         else:
             self._failing = 0
 
