@@ -203,6 +203,57 @@ def test_a_step_failing_on_every_batch_stops_on_ray_as_locally(ray_cluster, tmp_
         RayExecutor(parse_recipe(data), quiet=True).execute(report=False)
 
 
+def test_tasks_read_the_input_in_shards_same_as_the_driver(ray_cluster, tmp_path, monkeypatch):
+    """A directory of a JSONL file cut in line ranges (bad rows among them) and a Parquet file in row groups:
+    every record, unreadable row and source name as the local engine reads them, in the same order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dataflywheel.io import shards
+
+    monkeypatch.setattr(shards, "MIN_SHARD_BYTES", 2000)
+    folder = tmp_path / "input"
+    folder.mkdir()
+    lines = EXAMPLE_DATA.read_text(encoding="utf-8").splitlines()
+    bad = lines[:30]
+    bad[9], bad[22] = '{"instruction": "cut off', '{"no_format": true}'
+    write_jsonl(folder / "a.jsonl", bad)
+    pq.write_table(pa.Table.from_pylist([json.loads(line) for line in lines[30:80]]), folder / "b.parquet",
+                   row_group_size=10)
+    data = {"input": {"path": str(folder)}, "output": {"dir": str(tmp_path / "run")}, "cache": "off",
+            "steps": [{"op": "select.exact_dedup"}]}
+
+    def read_step(label):
+        manifest = (LocalExecutor if label == "local" else RayExecutor)(
+            parse_recipe({**data, "output": {"dir": str(tmp_path / label)}}), quiet=True).execute(report=False)
+        root = tmp_path / label
+        return (manifest["steps"][0], read_table(root / "checkpoints" / "00-read.parquet").to_pylist(),
+                [(r["source"], r["reason"], r["raw"]) for r in read_table(root / "rejected" / "00-read.parquet").to_pylist()])
+
+    local, ray = read_step("local"), read_step("ray")
+    assert ray[1] == local[1] and ray[2] == local[2]
+    assert [r[0] for r in ray[2]] == ["input/a.jsonl:10", "input/a.jsonl:23"]
+    assert {k: ray[0][k] for k in ("in", "out", "rejected", "unreadable")} == \
+        {k: local[0][k] for k in ("in", "out", "rejected", "unreadable")}
+    assert ray[0]["ray"]["runs_on"] == "tasks" and ray[0]["ray"]["shards"] >= 3
+
+
+def test_input_workers_cannot_open_is_named_and_the_driver_can_read_instead(ray_cluster, tmp_path, monkeypatch):
+    from dataflywheel.io.shards import Piece
+    from dataflywheel.pipeline import executor_ray
+    from dataflywheel.pipeline.run import RunError
+
+    data = {"input": {"path": str(EXAMPLE_DATA)}, "output": {"dir": str(tmp_path / "run")}, "cache": "off",
+            "steps": [{"op": "select.exact_dedup"}]}
+    # as on a node without the driver's files: the path the driver planned does not exist where the task runs
+    monkeypatch.setattr(executor_ray, "plan_shards", lambda *a, **k: [[Piece(str(tmp_path / "elsewhere.jsonl"), "jsonl")]])
+    with pytest.raises(RunError, match="cannot open the input .*elsewhere.jsonl.*ray.read_on: driver"):
+        RayExecutor(parse_recipe(data), quiet=True).execute(report=False)
+    manifest = RayExecutor(parse_recipe({**data, "ray": {"read_on": "driver"}, "output": {"dir": str(tmp_path / "d")}}),
+                           quiet=True).execute(report=False)
+    assert manifest["status"] == "finished" and "ray" not in manifest["steps"][0]  # read by the driver
+
+
 def test_executor_from_recipe_and_command_line(tmp_path):
     from dataflywheel.pipeline.executor_ray import make_executor
 

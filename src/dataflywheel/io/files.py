@@ -124,9 +124,14 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 
-def _iter_jsonl(path: Path) -> Iterator[Row]:
+def _iter_jsonl(path: Path, start: int = 0, stop: int | None = None, first: int = 1) -> Iterator[Row]:
+    """The rows of a JSONL file; or of its lines from byte ``start`` (a line's first byte, the line numbered
+    ``first``) to the line that ends at or after byte ``stop`` (uncompressed files: a reader's shard)."""
     with _open_binary(path) as handle:
-        for number, raw in enumerate(handle, start=1):
+        if start:
+            handle.seek(start)
+        lines = _until(handle, stop - start) if stop is not None else handle
+        for number, raw in enumerate(lines, start=first):
             where = f"{path.name}:{number}"
             if number == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
                 yield where, UnreadableRow("the file is UTF-16 (it starts with a UTF-16 byte order mark); JSONL must be "
@@ -145,6 +150,16 @@ def _iter_jsonl(path: Path) -> Iterator[Row]:
                 yield where, _parse_json(text)
             except UnreadableRow as err:
                 yield where, err
+
+
+def _until(lines: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """Lines until ``size`` bytes have been read (the line that crosses it included)."""
+    read = 0
+    for raw in lines:
+        if read >= size:
+            return
+        read += len(raw)
+        yield raw
 
 
 def _iter_txt(path: Path) -> Iterator[Row]:
@@ -197,7 +212,8 @@ def _iter_json(path: Path) -> Iterator[Row]:
         yield f"{path.name}[{index}]", row
 
 
-def _iter_parquet(path: Path) -> Iterator[Row]:
+def _iter_parquet(path: Path, groups: range | None = None) -> Iterator[Row]:
+    """The rows of a Parquet file (``groups``: of these row groups only, rows numbered within the file)."""
     import pyarrow.parquet as pq
 
     if path.name.endswith(".gz"):  # a whole gzipped Parquet file (another tool's): Parquet needs to seek
@@ -207,8 +223,10 @@ def _iter_parquet(path: Path) -> Iterator[Row]:
             parquet = pq.ParquetFile(pa.BufferReader(handle.read()))
     else:
         parquet = pq.ParquetFile(path)
-    index = 0
-    for batch in parquet.iter_batches(batch_size=1024):
+    if groups is None:
+        groups = range(parquet.num_row_groups)
+    index = sum(parquet.metadata.row_group(g).num_rows for g in range(groups.start))
+    for batch in parquet.iter_batches(batch_size=1024, row_groups=list(groups)):
         for row in batch.to_pylist():
             yield f"{path.name}[{index}]", _present(row)
             index += 1

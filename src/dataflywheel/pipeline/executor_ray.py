@@ -1,7 +1,7 @@
 """The Ray engine: the same operators and the same books, with the work done by Ray Data on a cluster.
 
 * The books stay the driver's ``Run`` (same checkpoints, ``rejected/``, manifest, invariant, resume by finished
-  step); the driver reads the input.
+  step). Tasks read the input's shards (``io.shards``: files, line ranges, row groups) and book them.
 * Filters, mappers and scorers run ``apply_batch`` and ``book`` in ``map_batches`` over the previous checkpoint,
   one Ray Data block per batch (``batch_size`` records, in order): stateless operators as Ray tasks, operators
   with models on an actor pool, so a model loads once per actor. Workers send back each batch booked (its
@@ -25,13 +25,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataflywheel.errors import FatalError
+from dataflywheel.io.shards import plan_shards, shard_json
 from dataflywheel.ops.base import Selection
 from dataflywheel.pipeline.executor_local import LocalEngine, LocalExecutor
 from dataflywheel.pipeline.progress import StepProgress
-from dataflywheel.pipeline.ray_apply import ApplyActor, apply_task, operator_blob, raise_fatal, table_from_bytes
+from dataflywheel.pipeline.ray_apply import (ApplyActor, apply_task, operator_blob, raise_fatal, read_task,
+                                              table_from_bytes)
 from dataflywheel.pipeline.recipe import RaySpec
 from dataflywheel.pipeline.run import Run, RunError, Step, add_usage
 from dataflywheel.pipeline.step_writer import Booked
+from dataflywheel.records import RecordError
 
 log = logging.getLogger("dataflywheel.ray")
 
@@ -139,12 +142,35 @@ class RayEngine(LocalEngine):
     # ---- record-by-record steps ------------------------------------------------------------------
 
     def _run_stream(self, run: Run, previous: Step | None, group: list[Step]) -> None:
-        if group[0].op is None:  # reading the input: the driver reads and books it, as the local engine does
-            super()._run_stream(run, previous, group[:1])
+        if group[0].op is None:
+            if run.data is None and run.recipe.input is not None and self.spec.read_on == "workers":
+                self._ray_read(run, group[0])
+            else:  # rows given from Python: the driver has them
+                super()._run_stream(run, previous, group[:1])
             previous, group = group[0], group[1:]
         for step in group:
             self._ray_step(run, previous, step)
             previous = step
+
+    def _ray_read(self, run: Run, step: Step) -> None:
+        """Reading the input: tasks read its shards (files, line ranges, row groups) and book them; the driver
+        appends what they booked, in order."""
+        spec, started = run.recipe.input, time.perf_counter()
+        writer = run.begin_step(step)
+        try:
+            plan = plan_shards(spec.path, None if spec.file_type == "auto" else spec.file_type, workers=self.cpus())
+        except (FileNotFoundError, RecordError, ValueError) as err:
+            raise RunError(f"cannot read input {spec.path}: {err}") from err
+        if plan:
+            shards = [{"batch": n, "shard": json.dumps(shard_json(shard))} for n, shard in enumerate(plan)]
+            data = self.ray.data.from_items(shards, override_num_blocks=len(shards)).map_batches(
+                read_task, fn_kwargs={"fmt": None if spec.format == "auto" else spec.format, "fields": spec.fields,
+                                      "step": step.name}, batch_size=1, batch_format="pyarrow")
+            for _ in self._book_results(data, writer, None):
+                pass
+        record = run.finish_step(step, writer, time.perf_counter() - started)
+        record["ray"] = {"runs_on": "tasks", "shards": len(plan)}
+        run.dir.write_manifest(run.manifest)
 
     def _ray_step(self, run: Run, previous: Step, step: Step) -> None:
         op, started = step.op, time.perf_counter()
@@ -183,14 +209,16 @@ class RayEngine(LocalEngine):
         run.dir.write_manifest(run.manifest)
 
     def _book_results(self, data, writer, op) -> Iterator[dict]:
-        """Book each batch, in order, as the workers booked it; yield each batch's statistics."""
+        """Book each batch, in order, as the workers booked it; yield each batch's statistics (``op``: the
+        step's operator, None for reading)."""
         try:
             for table in data.iter_batches(batch_size=None, batch_format="pyarrow"):
                 for number, checkpoint, rejects, text in zip(*(table.column(c).to_pylist() for c in
                                                               ("batch", "checkpoint", "rejects", "stats"))):
                     stats = json.loads(text)
                     raise_fatal(stats)
-                    op.counters.update(stats["counters"])
+                    if op is not None:
+                        op.counters.update(stats["counters"])
                     writer.add_booked(table_from_bytes(checkpoint), table_from_bytes(rejects),
                                       Booked.from_summary(stats["booked"]))
                     yield stats

@@ -20,11 +20,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from dataflywheel.errors import FatalError
+from dataflywheel.io.shards import read_shard, shard_from_json
 from dataflywheel.models.cache import CallCache
 from dataflywheel.ops.base import Operator
 from dataflywheel.pipeline.apply import apply_batch
 from dataflywheel.pipeline.run_dir import CHECKPOINT_SCHEMA, REJECT_SCHEMA, rows_table
-from dataflywheel.pipeline.step_writer import book
+from dataflywheel.pipeline.step_writer import book, book_read
 from dataflywheel.records import loads
 
 BATCH_SCHEMA = pa.schema([("batch", pa.int64()), ("checkpoint", pa.binary()), ("rejects", pa.binary()),
@@ -137,6 +138,25 @@ def _add(out: dict, number: int, checkpoint: bytes | None, rejects: bytes | None
     for name, value in (("batch", number), ("checkpoint", checkpoint), ("rejects", rejects),
                         ("stats", json.dumps(stats))):
         out[name].append(value)
+
+
+def read_task(table: pa.Table, *, fmt: str | None, fields: dict | None, step: str) -> pa.Table:
+    """Read shards of the input (``io.shards``) on a worker and book them as the read step."""
+    out: dict[str, list] = {f.name: [] for f in BATCH_SCHEMA}
+    for number, text in zip(table.column("batch").to_pylist(), table.column("shard").to_pylist()):
+        try:
+            booked = book_read(step, list(read_shard(shard_from_json(json.loads(text)), fmt, fields)))
+        except OSError as err:  # sent back whole (Ray would keep only its text), with what to do about it
+            from dataflywheel.pipeline.run import RunError
+
+            stop = RunError(f"a Ray worker cannot open the input ({type(err).__name__}: {err}): every node must see "
+                            "it at the same path (a shared file system), or set ray.read_on: driver to read it on "
+                            "the driver")
+            _add(out, number, None, None, {"fatal": base64.b64encode(_pickled(stop)).decode()})
+            break
+        _add(out, number, table_bytes(rows_table(booked.checkpoint, CHECKPOINT_SCHEMA)),
+             table_bytes(rows_table(booked.rejects, REJECT_SCHEMA)), {"booked": booked.summary(), "pid": os.getpid()})
+    return pa.table(out, schema=BATCH_SCHEMA)
 
 
 def _pickled(err: BaseException) -> bytes:

@@ -112,6 +112,9 @@ class RaySpec(_Strict):
     """Model-call cache on the workers: 'shared' opens the recipe's cache file (one machine, or a shared file
     system); 'merge' gives each worker its own cache on its node and merges what it wrote into the run's at the
     end of each step."""
+    read_on: Literal["workers", "driver"] = "workers"
+    """Who reads the input: 'workers' read its shards in tasks (every node must see the input at the same path:
+    a shared file system); 'driver' reads it alone and sends blocks through the object store."""
 
 
 class StepSpec(_Strict):
