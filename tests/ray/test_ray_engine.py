@@ -168,14 +168,16 @@ def test_fatal_error_in_a_ray_worker_stops_the_run_resumably(ray_cluster, tmp_pa
 
 
 def test_workers_book_their_batches_the_driver_only_appends(ray_cluster, tmp_path, monkeypatch):
-    """A step's checkpoint and rejects (errors included) are booked by the workers: the driver never books a
-    record of it, and the files, counts and reasons are the local engine's."""
+    """A step's checkpoint and rejects (errors included) are booked by the workers, a selector's decisions
+    applied there too: the driver never books a record, and the files, counts and reasons are the local
+    engine's."""
     from dataflywheel.pipeline.step_writer import StepWriter
 
     rows = EXAMPLE_DATA.read_text(encoding="utf-8").splitlines()[:60]
     data = {"input": {"path": str(write_jsonl(tmp_path / "in.jsonl", rows))}, "plugins": ["tests.ray.plugins"],
             "output": {"dir": str(tmp_path / "run")}, "batch_size": 8, "cache": "off",
-            "steps": [{"op": "test.flaky"}, {"op": "test.words"}]}
+            "steps": [{"op": "test.flaky"}, {"op": "test.words"},
+                      {"op": "select.top_k", "scores": {"words": 1.0}, "fraction": 0.3}]}
     local_manifest, local = _run(LocalExecutor, data, tmp_path, "local")
     add = StepWriter.add
 

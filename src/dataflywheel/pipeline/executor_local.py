@@ -225,12 +225,16 @@ class LocalEngine:
                 raise
             except Exception as err:  # noqa: BLE001 - a selector decides over all records: it cannot fail one alone
                 raise RunError(f"step {step.name} ({step.op.name}) failed: {type(err).__name__}: {err}") from err
-            offset = 0
-            for rows in _stream(source, self.size):
-                writer.add(apply_selection(selection, _records(rows), offset), rows)
-                offset += len(rows)
-                advance(len(rows))
+            self._book_selection(step, writer, source, selection, advance)
         run.finish_step(step, writer)
+
+    def _book_selection(self, step: Step, writer: StepWriter, source: Path, selection: Selection, advance) -> None:
+        """Apply a selector's decisions to the records of ``source`` and book them, batch by batch."""
+        offset = 0
+        for rows in _stream(source, self.size):
+            writer.add(apply_selection(selection, _records(rows), offset), rows)
+            offset += len(rows)
+            advance(len(rows))
 
     def _selection(self, step: Step, source: Path, scan) -> Selection:
         """The selector's decision over the records of ``source`` (another engine may decide elsewhere)."""

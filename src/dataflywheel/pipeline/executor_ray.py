@@ -6,9 +6,9 @@
   one Ray Data block per batch (``batch_size`` records, in order): stateless operators as Ray tasks, operators
   with models on an actor pool, so a model loads once per actor. Workers send back each batch booked (its
   checkpoint and reject rows as Arrow tables); the driver appends them to the step's files.
-* Exact and MinHash dedup, top-k and SemDeDup run distributed (``ray_dedup``, ``ray_semdedup``); other selectors
-  and the generators run on the driver as the local engine runs them, and the engine logs it (docs/scaling.md
-  lists which).
+* Exact and MinHash dedup, top-k and SemDeDup decide distributed (``ray_dedup``, ``ray_semdedup``); other
+  selectors decide on the driver as the local engine does, and the engine logs it (docs/scaling.md lists
+  which). Either way, tasks apply the decisions to the batches and book them. Generators run on the driver.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,12 +29,12 @@ from dataflywheel.io.shards import plan_shards, shard_json
 from dataflywheel.ops.base import Selection
 from dataflywheel.pipeline.executor_local import LocalEngine, LocalExecutor
 from dataflywheel.pipeline.progress import StepProgress
-from dataflywheel.pipeline.ray_apply import (ApplyActor, apply_task, operator_blob, raise_fatal, read_task,
-                                              table_from_bytes)
+from dataflywheel.pipeline.ray_apply import (ApplyActor, apply_task, decide_task, operator_blob, raise_fatal,
+                                              read_task, table_from_bytes)
 from dataflywheel.pipeline.recipe import RaySpec
 from dataflywheel.pipeline.run import Run, RunError, Step, add_usage
 from dataflywheel.pipeline.step_writer import Booked
-from dataflywheel.records import RecordError
+from dataflywheel.records import RecordError, dumps
 
 log = logging.getLogger("dataflywheel.ray")
 
@@ -88,10 +88,15 @@ def _fatal_in(err: BaseException) -> FatalError | None:
     return None
 
 
-def checkpoint_dataset(ray, source: Path, size: int, columns: tuple[str, ...], position: bool = False):
+def _strings(values: list[str | None]) -> pa.Array:
+    return pa.array(values, pa.string())
+
+
+def checkpoint_dataset(ray, source: Path, size: int, columns: tuple[str, ...], position: bool = False,
+                       extra: Callable[[int, int], dict[str, pa.Array]] | None = None):
     """A checkpoint as a Ray dataset of ``size``-record blocks, in order, numbered (``batch``) and, when asked,
-    with each record's ``position``. The driver reads it and puts the blocks in the object store, so workers
-    need no access to the run directory."""
+    with each record's ``position`` and the ``extra(offset, rows)`` columns of the block's rows. The driver reads
+    it and puts the blocks in the object store, so workers need no access to the run directory."""
     refs, number, offset = [], 0, 0
     pending: list[pa.RecordBatch] = []
     held = 0
@@ -101,6 +106,8 @@ def checkpoint_dataset(ray, source: Path, size: int, columns: tuple[str, ...], p
         table = table.append_column("batch", pa.array([number] * table.num_rows, pa.int64()))
         if position:
             table = table.append_column("position", pa.array(range(offset, offset + table.num_rows), pa.int64()))
+        for name, values in (extra(offset, table.num_rows) if extra else {}).items():
+            table = table.append_column(name, values)
         return table
 
     for batch in pq.ParquetFile(source).iter_batches(batch_size=size, columns=list(columns)):
@@ -229,6 +236,23 @@ class RayEngine(LocalEngine):
             raise
 
     # ---- selectors -------------------------------------------------------------------------------
+
+    def _book_selection(self, step: Step, writer, source: Path, selection: Selection, advance) -> None:
+        """Tasks apply the decisions to their batches and book them; the driver sends each record's decision
+        beside it and appends what was booked."""
+
+        def decisions(offset: int, rows: int) -> dict[str, pa.Array]:
+            span = range(offset, offset + rows)
+            return {"reason": _strings([selection.rejected.get(p) for p in span]),
+                    "note": _strings([dumps(selection.meta[p]) if p in selection.meta else None for p in span]),
+                    "scores": _strings([dumps(selection.scores[p]) if p in selection.scores else None for p in span])}
+
+        data = checkpoint_dataset(self.ray, source, self.size, ("origin", "record"), extra=decisions)
+        if data is None:
+            return
+        data = data.map_batches(decide_task, fn_kwargs={"step": step.name}, batch_size=None, batch_format="pyarrow")
+        for stats in self._book_results(data, writer, None):
+            advance(stats["booked"]["counts"]["in"])
 
     def _run_selector(self, run: Run, previous: Step, step: Step) -> None:
         self._how[step.name] = {"runs_on": "driver"}

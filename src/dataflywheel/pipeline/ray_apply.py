@@ -22,8 +22,8 @@ import pyarrow as pa
 from dataflywheel.errors import FatalError
 from dataflywheel.io.shards import read_shard, shard_from_json
 from dataflywheel.models.cache import CallCache
-from dataflywheel.ops.base import Operator
-from dataflywheel.pipeline.apply import apply_batch
+from dataflywheel.ops.base import Operator, Selection
+from dataflywheel.pipeline.apply import apply_batch, apply_selection
 from dataflywheel.pipeline.run_dir import CHECKPOINT_SCHEMA, REJECT_SCHEMA, rows_table
 from dataflywheel.pipeline.step_writer import book, book_read
 from dataflywheel.records import loads
@@ -138,6 +138,39 @@ def _add(out: dict, number: int, checkpoint: bytes | None, rejects: bytes | None
     for name, value in (("batch", number), ("checkpoint", checkpoint), ("rejects", rejects),
                         ("stats", json.dumps(stats))):
         out[name].append(value)
+
+
+DECISION_COLUMNS = ("reason", "note", "scores")
+"""What a selector decided for each record of a block (null: nothing): the reason it is dropped, and the meta
+note and scores it gets, as JSON."""
+
+
+def decide_task(table: pa.Table, *, step: str) -> pa.Table:
+    """Apply a selector's decisions (``DECISION_COLUMNS`` beside each record) to each batch and book it."""
+    out: dict[str, list] = {f.name: [] for f in BATCH_SCHEMA}
+    columns = {name: table.column(name).to_pylist() for name in ("batch", "origin") + DECISION_COLUMNS}
+    texts = table.column("record").cast(pa.binary()).to_pylist()
+    batches = columns["batch"]
+    start = 0
+    while start < len(batches):
+        end = start
+        while end < len(batches) and batches[end] == batches[start]:
+            end += 1
+        records = [loads(t) for t in texts[start:end]]
+        selection = Selection()
+        for i in range(start, end):
+            if columns["reason"][i] is not None:
+                selection.rejected[i - start] = columns["reason"][i]
+            if columns["note"][i] is not None:
+                selection.meta[i - start] = loads(columns["note"][i])
+            if columns["scores"][i] is not None:
+                selection.scores[i - start] = loads(columns["scores"][i])
+        booked = book(step, apply_selection(selection, records, 0),
+                      list(zip(records, columns["origin"][start:end], texts[start:end])))
+        _add(out, batches[start], table_bytes(rows_table(booked.checkpoint, CHECKPOINT_SCHEMA)),
+             table_bytes(rows_table(booked.rejects, REJECT_SCHEMA)), {"booked": booked.summary()})
+        start = end
+    return pa.table(out, schema=BATCH_SCHEMA)
 
 
 def read_task(table: pa.Table, *, fmt: str | None, fields: dict | None, step: str) -> pa.Table:
