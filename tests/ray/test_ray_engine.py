@@ -256,6 +256,41 @@ def test_input_workers_cannot_open_is_named_and_the_driver_can_read_instead(ray_
     assert manifest["status"] == "finished" and "ray" not in manifest["steps"][0]  # read by the driver
 
 
+@pytest.mark.parametrize("name", ["output.jsonl", "output.jsonl.gz"])
+def test_tasks_write_a_jsonl_output_byte_identical_to_local(ray_cluster, tmp_path, monkeypatch, name):
+    import gzip
+
+    from dataflywheel.pipeline import run as run_module
+
+    rows = EXAMPLE_DATA.read_text(encoding="utf-8").splitlines()[:50]
+    data = {"input": {"path": str(write_jsonl(tmp_path / "in.jsonl", rows + rows[:5]))}, "cache": "off",
+            "output": {"dir": str(tmp_path / "run"), "file": name, "with_lineage": False},
+            "batch_size": 8, "steps": [{"op": "select.exact_dedup"}]}
+    LocalExecutor(parse_recipe({**data, "output": {**data["output"], "dir": str(tmp_path / "local")}}),
+                  quiet=True).execute(report=False)
+
+    def no_driver_output(*args, **kwargs):
+        raise AssertionError("the driver converted the output")
+
+    monkeypatch.setattr(run_module, "OutputJob", no_driver_output)
+    manifest = RayExecutor(parse_recipe({**data, "output": {**data["output"], "dir": str(tmp_path / "ray")}}),
+                           quiet=True).execute(report=False)
+    opened = gzip.open if name.endswith(".gz") else open
+    with opened(tmp_path / "ray" / name, "rb") as ray_file, opened(tmp_path / "local" / name, "rb") as local_file:
+        assert ray_file.read() == local_file.read()
+    assert manifest["output"]["count"] == 50 and not list((tmp_path / "ray").glob(".tmp-*"))
+
+
+def test_a_record_that_does_not_fit_the_output_format_fails_the_output_on_ray(ray_cluster, tmp_path):
+    from dataflywheel.pipeline.output import OutputError
+
+    data = {"input": {"path": str(EXAMPLE_DATA)}, "cache": "off", "output": {"dir": str(tmp_path / "run"),
+            "format": "trl"}, "steps": [{"op": "select.exact_dedup"}]}  # a format of pairs, SFT records
+    with pytest.raises(OutputError, match="holds preference pairs"):
+        RayExecutor(parse_recipe(data), quiet=True).execute(report=False)
+    assert not (tmp_path / "run" / "output.jsonl").exists() and not list((tmp_path / "run").glob(".tmp-*"))
+
+
 def test_executor_from_recipe_and_command_line(tmp_path):
     from dataflywheel.pipeline.executor_ray import make_executor
 

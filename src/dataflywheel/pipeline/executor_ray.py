@@ -28,9 +28,10 @@ from dataflywheel.errors import FatalError
 from dataflywheel.io.shards import plan_shards, shard_json
 from dataflywheel.ops.base import Selection
 from dataflywheel.pipeline.executor_local import LocalEngine, LocalExecutor
+from dataflywheel.pipeline.output import OutputError, WrittenOutput, write_chunks
 from dataflywheel.pipeline.progress import StepProgress
-from dataflywheel.pipeline.ray_apply import (ApplyActor, apply_task, decide_task, operator_blob, raise_fatal,
-                                              read_task, table_from_bytes)
+from dataflywheel.pipeline.ray_apply import (ApplyActor, apply_task, decide_task, operator_blob, output_task,
+                                              raise_fatal, read_task, table_from_bytes)
 from dataflywheel.pipeline.recipe import RaySpec
 from dataflywheel.pipeline.run import Run, RunError, Step, add_usage
 from dataflywheel.pipeline.step_writer import Booked
@@ -39,6 +40,9 @@ from dataflywheel.records import RecordError, dumps
 log = logging.getLogger("dataflywheel.ray")
 
 MAX_DEFAULT_ACTORS = 4
+BULK_ROWS = 8192
+"""Records per Ray task for work that is cheap per record (applying a selector's decisions, converting the
+output): Ray Data's cost per task (~50 ms here) would outweigh batches of ``batch_size``."""
 
 
 def _ray():
@@ -142,6 +146,38 @@ class RayEngine(LocalEngine):
         with ray_session(self.spec, self.quiet, self.pool.workers) as ray:
             self.ray, self._books = ray, run
             super().run(run, plan)
+            run.written_output = self._write_output(run, plan[-1])
+
+    def _write_output(self, run: Run, last: Step) -> WrittenOutput | None:
+        """A JSONL output converted by tasks, batch by batch; the driver writes the lines in order. Other
+        containers (Parquet, CSV, JSON, a dataset directory) are built by the run's books as locally (None)."""
+        target, fmt, file_type, options = run.output_spec()
+        if file_type != "jsonl":
+            return None
+        data = checkpoint_dataset(self.ray, run.checkpoint_of(last), max(self.size, BULK_ROWS), ("record",))
+        count = 0
+
+        def chunks():
+            nonlocal count
+            if data is None:
+                return
+            converted = data.map_batches(output_task, fn_kwargs={"fmt": fmt, "options": options}, batch_size=None,
+                                         batch_format="pyarrow")
+            for table in converted.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for lines, n, error in zip(*(table.column(c).to_pylist() for c in ("lines", "count", "error"))):
+                    if error is not None:
+                        raise OutputError(f"writing {target} failed: {error}")
+                    count += n
+                    yield lines
+
+        written = WrittenOutput(target, 0)
+        try:
+            write_chunks(chunks(), target)
+        except BaseException:
+            written.cancel()
+            raise
+        written.count = count
+        return written
 
     def cpus(self) -> int:
         return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
@@ -247,7 +283,7 @@ class RayEngine(LocalEngine):
                     "note": _strings([dumps(selection.meta[p]) if p in selection.meta else None for p in span]),
                     "scores": _strings([dumps(selection.scores[p]) if p in selection.scores else None for p in span])}
 
-        data = checkpoint_dataset(self.ray, source, self.size, ("origin", "record"), extra=decisions)
+        data = checkpoint_dataset(self.ray, source, max(self.size, BULK_ROWS), ("origin", "record"), extra=decisions)
         if data is None:
             return
         data = data.map_batches(decide_task, fn_kwargs={"step": step.name}, batch_size=None, batch_format="pyarrow")

@@ -76,6 +76,35 @@ def _stop(writer: _Writer, target: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
 
 
+def write_chunks(chunks, target: Path) -> None:
+    """Write JSONL already serialized (``chunks`` of UTF-8 lines) under the temporary name beside ``target``,
+    gzipped when its name says so."""
+    import gzip
+
+    tmp = _tmp(target)
+    tmp.unlink(missing_ok=True)
+    with (gzip.open if target.name.endswith(".gz") else open)(tmp, "wb") as handle:
+        for chunk in chunks:
+            handle.write(chunk)
+
+
+class WrittenOutput:
+    """An output file an engine already wrote under the temporary name; ``commit()`` puts it in place and
+    returns its record count, ``cancel()`` removes it (the same interface as ``OutputJob``)."""
+
+    def __init__(self, target: Path, count: int):
+        self.target, self.count = target, count
+
+    def commit(self) -> int:
+        if self.target.is_dir():
+            shutil.rmtree(self.target)
+        _tmp(self.target).replace(self.target)
+        return self.count
+
+    def cancel(self) -> None:
+        _tmp(self.target).unlink(missing_ok=True)
+
+
 class OutputError(RuntimeError):
     """Writing the output file failed (in the second process); the message carries its error."""
 

@@ -26,7 +26,8 @@ from dataflywheel.ops.base import Operator, Selection
 from dataflywheel.pipeline.apply import apply_batch, apply_selection
 from dataflywheel.pipeline.run_dir import CHECKPOINT_SCHEMA, REJECT_SCHEMA, rows_table
 from dataflywheel.pipeline.step_writer import book, book_read
-from dataflywheel.records import loads
+from dataflywheel.io.writers import record_to_rows
+from dataflywheel.records import RecordError, dump_bytes, loads
 
 BATCH_SCHEMA = pa.schema([("batch", pa.int64()), ("checkpoint", pa.binary()), ("rejects", pa.binary()),
                           ("stats", pa.string())])
@@ -171,6 +172,34 @@ def decide_task(table: pa.Table, *, step: str) -> pa.Table:
              table_bytes(rows_table(booked.rejects, REJECT_SCHEMA)), {"booked": booked.summary()})
         start = end
     return pa.table(out, schema=BATCH_SCHEMA)
+
+
+OUTPUT_SCHEMA = pa.schema([("batch", pa.int64()), ("lines", pa.binary()), ("count", pa.int64()),
+                           ("error", pa.string())])
+"""Per batch: its records as lines of the output file (JSONL, UTF-8), how many records, or why one of them
+does not fit the output's format."""
+
+
+def output_task(table: pa.Table, *, fmt: str, options: dict) -> pa.Table:
+    """Convert the records of each batch to the output's JSONL lines on a worker."""
+    out: dict[str, list] = {f.name: [] for f in OUTPUT_SCHEMA}
+    batches = table.column("batch").to_pylist()
+    texts = table.column("record").cast(pa.binary()).to_pylist()
+    start = 0
+    while start < len(batches):
+        end = start
+        while end < len(batches) and batches[end] == batches[start]:
+            end += 1
+        lines, error = b"", None
+        try:
+            lines = b"".join(dump_bytes(row) + b"\n" for text in texts[start:end]
+                             for row in record_to_rows(loads(text), fmt, **options))
+        except RecordError as err:
+            error = str(err)
+        for name, value in (("batch", batches[start]), ("lines", lines), ("count", end - start), ("error", error)):
+            out[name].append(value)
+        start = end
+    return pa.table(out, schema=OUTPUT_SCHEMA)
 
 
 def read_task(table: pa.Table, *, fmt: str | None, fields: dict | None, step: str) -> pa.Table:

@@ -77,6 +77,7 @@ class Run:
         self.manifest: dict = {}
         self._usage_before: dict = {}
         self._started = 0.0
+        self.written_output = None  # an output file the engine wrote itself (``output.WrittenOutput``)
 
     def _registry(self, spent: dict | None = None) -> ModelRegistry:
         limits = self.recipe.max_budget
@@ -147,6 +148,10 @@ class Run:
         self._usage_before[step.name] = self.models.usage()
         self._started = time.perf_counter()
         return StepWriter(self.dir, step.index, step.name, parts=parts)
+
+    def output_spec(self) -> tuple[Path, str, str, dict]:
+        """Where the output goes and how: (path, format, file type, ``write_records`` options)."""
+        return self._output_spec()
 
     def _output_spec(self) -> tuple[Path, str, str, dict]:
         spec = self.recipe.output
@@ -219,7 +224,7 @@ class Run:
         self._check_steps_worked()
         last = self.checkpoint_of(plan[-1])
         target, *spec = self._output_spec()
-        output = OutputJob(last, target, *spec)
+        output = self.written_output or OutputJob(last, target, *spec)
         try:
             generated = sum(s.get("generated", 0) for s in self.manifest["steps"])
             problems = account(self.dir, last, self.checkpoint_of(plan[0]), generated)
