@@ -77,3 +77,18 @@ def test_small_files_share_a_shard():
 def test_a_missing_input_is_named():
     with pytest.raises(FileNotFoundError, match="no-such"):
         plan_shards("no-such.jsonl")
+
+
+def test_empty_files_utf16_and_relative_paths(tmp_path, small_shards, monkeypatch):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    (folder / "a.csv").write_text("", encoding="utf-8")  # empty, first: no shard of its own, no crash
+    (folder / "b.json").write_text("", encoding="utf-8")
+    utf16 = "".join(line + "\n" for line in EXAMPLE_DATA.read_text(encoding="utf-8").splitlines()[:30])
+    (folder / "c.jsonl").write_bytes(b"\xff\xfe" + utf16.encode("utf-16-le"))  # rejected once, from line 1
+    _messy_jsonl(folder / "d.jsonl")
+    plan, sharded = _sharded(folder, workers=4)
+    assert sharded == _outcomes(read_records(folder))
+    assert sum("UTF-16" in o[2] for o in sharded if o[0] == "reject") == 1
+    monkeypatch.chdir(tmp_path)
+    assert all(piece.path.startswith(str(tmp_path)) for shard in plan_shards("odd") for piece in shard)

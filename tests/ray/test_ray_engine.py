@@ -291,6 +291,46 @@ def test_a_record_that_does_not_fit_the_output_format_fails_the_output_on_ray(ra
     assert not (tmp_path / "run" / "output.jsonl").exists() and not list((tmp_path / "run").glob(".tmp-*"))
 
 
+def test_a_read_task_sends_a_large_shard_in_chunks_and_names_an_unreadable_input(tmp_path, monkeypatch):
+    """In the worker's function itself (no cluster): a shard is booked in bounded chunks whose rows, together,
+    are the whole shard's; an input it cannot parse stops the run as the local engine's "cannot read input"."""
+    import pyarrow as pa
+
+    from dataflywheel.io import read_records
+    from dataflywheel.io.shards import plan_shards, shard_json
+    from dataflywheel.pipeline import ray_apply
+    from dataflywheel.pipeline.run import RunError
+    from dataflywheel.pipeline.step_writer import book_read
+
+    monkeypatch.setattr(ray_apply, "READ_CHUNK_RECORDS", 7)
+    [shard] = plan_shards(EXAMPLE_DATA)
+
+    def task(shard_rows):
+        table = pa.table({"batch": [0], "shard": [json.dumps(shard_json(shard_rows))]})
+        return list(ray_apply.read_task(table, fmt=None, fields=None, step="read"))
+
+    chunks = task(shard)
+    assert len(chunks) > 3
+    rows = [r for chunk in chunks for r in ray_apply.table_from_bytes(chunk.column("checkpoint")[0].as_py()).to_pylist()]
+    whole = book_read("read", list(read_records(EXAMPLE_DATA)))
+    assert [(r["id"], r["record"]) for r in rows] == [(r["id"], r["record"].decode()) for r in whole.checkpoint]
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 this is not a parquet file PAR1")
+    [stop] = task([type(shard[0])(str(broken), "parquet")])
+    with pytest.raises(RunError, match="cannot read input .*broken.parquet"):
+        ray_apply.raise_fatal(json.loads(stop.column("stats")[0].as_py()))
+
+
+def test_an_input_with_nothing_usable_leaves_no_output_behind_on_ray(ray_cluster, tmp_path):
+    from dataflywheel.pipeline.run import RunError
+
+    data = {"input": {"path": str(write_jsonl(tmp_path / "in.jsonl", ['{"unknown": 1}'] * 5))}, "cache": "off",
+            "output": {"dir": str(tmp_path / "run")}, "steps": [{"op": "select.exact_dedup"}]}
+    with pytest.raises(RunError, match="nothing usable"):
+        RayExecutor(parse_recipe(data), quiet=True).execute(report=False)
+    assert not list((tmp_path / "run").glob("*output*"))  # neither the output nor its temporary file
+
+
 def test_executor_from_recipe_and_command_line(tmp_path):
     from dataflywheel.pipeline.executor_ray import make_executor
 

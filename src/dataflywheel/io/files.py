@@ -398,11 +398,15 @@ def write_rows(rows: Iterable[dict], path: str | Path, file_type: str | None = N
         return _write(rows, tmp, kind, gzipped=path.name.endswith(".gz"))
 
 
+def open_jsonl(path: Path, *, gzipped: bool):
+    """A JSONL file opened for writing bytes: orjson's UTF-8 as it is, nothing decoded and encoded again."""
+    return gzip.open(path, "wb") if gzipped else open(path, "wb")
+
+
 def _write(rows: Iterable[dict], path: Path, kind: str, *, gzipped: bool) -> int:
     if kind == "jsonl":
-        opener = gzip.open if gzipped else open
         count, lines = 0, []
-        with opener(path, "wb") as handle:  # orjson's UTF-8 as it is: nothing decoded and encoded again
+        with open_jsonl(path, gzipped=gzipped) as handle:
             for row in rows:
                 lines.append(dump_bytes(row))
                 if len(lines) == 1024:

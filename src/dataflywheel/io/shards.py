@@ -80,6 +80,9 @@ def _pieces(path: Path, kind: str, prefix: str, size: int) -> list[Piece]:
     if path.name.endswith(".gz"):  # a compressed stream is read from its start
         return [Piece(str(path), kind, prefix)]
     if kind == "jsonl":
+        with open(path, "rb") as handle:
+            if handle.read(2) in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16: rejected as a whole, from its first line
+                return [Piece(str(path), kind, prefix)]
         return _jsonl_pieces(path, prefix, size)
     if kind == "parquet":
         return _parquet_pieces(path, prefix, size)
@@ -103,7 +106,7 @@ def _bytes(piece: Piece) -> int:
 def plan_shards(path: str | Path, file_type: str | None = None, *, workers: int = 1) -> list[list[Piece]]:
     """The shards of an input, in reading order: about four per worker, each of 1-64 MB where the input allows
     (a compressed file or a JSON array is one piece; a small file shares a shard with its neighbours)."""
-    path = Path(path)
+    path = Path(path).resolve()  # workers do not share the driver's working directory
     if not path.exists():
         raise FileNotFoundError(f"input not found: {path}")
     kind = file_type or detect_file_type(path)
@@ -111,11 +114,11 @@ def plan_shards(path: str | Path, file_type: str | None = None, *, workers: int 
     total = sum(file.stat().st_size if file.is_file() else 0 for file, _, _ in files)
     size = min(MAX_SHARD_BYTES, max(MIN_SHARD_BYTES, total // (4 * max(1, workers)) + 1))
     shards: list[list[Piece]] = []
-    held = size
+    held = 0
     for file, file_kind, prefix in files:
         for piece in _pieces(file, file_kind, prefix, size):
             weight = _bytes(piece)
-            if held + weight > size and (not shards or shards[-1]):
+            if not shards or (held + weight > size and shards[-1]):
                 shards.append([])
                 held = 0
             shards[-1].append(piece)

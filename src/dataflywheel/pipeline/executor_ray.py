@@ -40,9 +40,9 @@ from dataflywheel.records import RecordError, dumps
 log = logging.getLogger("dataflywheel.ray")
 
 MAX_DEFAULT_ACTORS = 4
-BULK_ROWS = 8192
-"""Records per Ray task for work that is cheap per record (applying a selector's decisions, converting the
-output): Ray Data's cost per task (~50 ms here) would outweigh batches of ``batch_size``."""
+BULK_ROWS, BULK_BYTES = 8192, 256 * 2**20
+"""Records (at most, and about bytes) per Ray task for work that is cheap per record (applying a selector's
+decisions, converting the output): Ray Data's cost per task (~50 ms here) would outweigh ``batch_size``."""
 
 
 def _ray():
@@ -154,7 +154,7 @@ class RayEngine(LocalEngine):
         target, fmt, file_type, options = run.output_spec()
         if file_type != "jsonl":
             return None
-        data = checkpoint_dataset(self.ray, run.checkpoint_of(last), max(self.size, BULK_ROWS), ("record",))
+        data = checkpoint_dataset(self.ray, run.checkpoint_of(last), self._bulk(run.checkpoint_of(last)), ("record",))
         count = 0
 
         def chunks():
@@ -179,6 +179,12 @@ class RayEngine(LocalEngine):
         written.count = count
         return written
 
+    def _bulk(self, checkpoint: Path) -> int:
+        """Records per block for cheap per-record work over ``checkpoint``: ``BULK_ROWS``, fewer for long records."""
+        meta = pq.ParquetFile(checkpoint).metadata
+        size = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups)) / max(1, meta.num_rows)
+        return max(self.size, min(BULK_ROWS, int(BULK_BYTES / max(size, 1.0))))
+
     def cpus(self) -> int:
         return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
 
@@ -188,7 +194,7 @@ class RayEngine(LocalEngine):
         if group[0].op is None:
             if run.data is None and run.recipe.input is not None and self.spec.read_on == "workers":
                 self._ray_read(run, group[0])
-            else:  # rows given from Python: the driver has them
+            else:  # rows given from Python (the driver has them), or ray.read_on: driver
                 super()._run_stream(run, previous, group[:1])
             previous, group = group[0], group[1:]
         for step in group:
@@ -253,7 +259,7 @@ class RayEngine(LocalEngine):
 
     def _book_results(self, data, writer, op) -> Iterator[dict]:
         """Book each batch, in order, as the workers booked it; yield each batch's statistics (``op``: the
-        step's operator, None for reading)."""
+        operator whose counters they carry; None when reading or applying a selector's decisions)."""
         try:
             for table in data.iter_batches(batch_size=None, batch_format="pyarrow"):
                 for number, checkpoint, rejects, text in zip(*(table.column(c).to_pylist() for c in
@@ -283,7 +289,7 @@ class RayEngine(LocalEngine):
                     "note": _strings([dumps(selection.meta[p]) if p in selection.meta else None for p in span]),
                     "scores": _strings([dumps(selection.scores[p]) if p in selection.scores else None for p in span])}
 
-        data = checkpoint_dataset(self.ray, source, max(self.size, BULK_ROWS), ("origin", "record"), extra=decisions)
+        data = checkpoint_dataset(self.ray, source, self._bulk(source), ("origin", "record"), extra=decisions)
         if data is None:
             return
         data = data.map_batches(decide_task, fn_kwargs={"step": step.name}, batch_size=None, batch_format="pyarrow")

@@ -16,10 +16,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 import pyarrow.parquet as pq
 
 from dataflywheel.io import write_records
+from dataflywheel.io.files import open_jsonl
 from dataflywheel.pipeline.run_dir import iter_checkpoint
 
 PARALLEL_FROM = 20_000
@@ -70,20 +72,26 @@ class _Writer:
         self.log.close()
 
 
+def _put_in_place(target: Path) -> None:
+    """Move the file written under the temporary name to ``target`` (replacing a dataset directory there)."""
+    if target.is_dir():
+        shutil.rmtree(target)
+    _tmp(target).replace(target)
+
+
 def _stop(writer: _Writer, target: Path) -> None:
     writer.kill()
     tmp = _tmp(target)
     shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
 
 
-def write_chunks(chunks, target: Path) -> None:
+def write_chunks(chunks: Iterable[bytes], target: Path) -> None:
     """Write JSONL already serialized (``chunks`` of UTF-8 lines) under the temporary name beside ``target``,
-    gzipped when its name says so."""
-    import gzip
-
+    gzipped when its name says so (the same content as ``write_records``; a gzip header's name and time
+    differ)."""
     tmp = _tmp(target)
     tmp.unlink(missing_ok=True)
-    with (gzip.open if target.name.endswith(".gz") else open)(tmp, "wb") as handle:
+    with open_jsonl(tmp, gzipped=target.name.endswith(".gz")) as handle:
         for chunk in chunks:
             handle.write(chunk)
 
@@ -96,9 +104,7 @@ class WrittenOutput:
         self.target, self.count = target, count
 
     def commit(self) -> int:
-        if self.target.is_dir():
-            shutil.rmtree(self.target)
-        _tmp(self.target).replace(self.target)
+        _put_in_place(self.target)
         return self.count
 
     def cancel(self) -> None:
@@ -131,9 +137,7 @@ class OutputJob:
                 last = err.strip().splitlines()[-1] if err.strip() else f"exit status {code}"
                 raise OutputError(f"writing {self.target} failed: {last}")
             count = int(out)
-        if self.target.is_dir():
-            shutil.rmtree(self.target)
-        _tmp(self.target).replace(self.target)
+        _put_in_place(self.target)
         return count
 
     def cancel(self) -> None:

@@ -16,6 +16,7 @@ import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow as pa
 
@@ -25,7 +26,7 @@ from dataflywheel.models.cache import CallCache
 from dataflywheel.ops.base import Operator, Selection
 from dataflywheel.pipeline.apply import apply_batch, apply_selection
 from dataflywheel.pipeline.run_dir import CHECKPOINT_SCHEMA, REJECT_SCHEMA, rows_table
-from dataflywheel.pipeline.step_writer import book, book_read
+from dataflywheel.pipeline.step_writer import Booked, book, book_read
 from dataflywheel.io.writers import record_to_rows
 from dataflywheel.records import RecordError, dump_bytes, loads
 
@@ -98,23 +99,48 @@ def table_from_bytes(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
 
 
-def apply_table(table: pa.Table, op: Operator, step: str, token: str) -> pa.Table:
-    """Apply ``op`` to each batch of ``table`` and book it (rows of several batches may share a block)."""
-    batches = table.column("batch").to_pylist()
-    origins = table.column("origin").to_pylist()
-    texts = table.column("record").cast(pa.binary()).to_pylist()  # UTF-8: parsed fastest, written as it is
-    out: dict[str, list] = {f.name: [] for f in BATCH_SCHEMA}
+def _spans(batches: list[int]) -> Iterator[tuple[int, int]]:
+    """(start, end) of each run of rows with the same batch number (several batches may share a block)."""
     start = 0
     while start < len(batches):
         end = start
         while end < len(batches) and batches[end] == batches[start]:
             end += 1
+        yield start, end
+        start = end
+
+
+def _texts(table: pa.Table) -> list[bytes]:
+    """The record JSON of a block as UTF-8 bytes: parsed fastest, and written back as it is."""
+    return table.column("record").cast(pa.binary()).to_pylist()
+
+
+def _add(out: dict, number: int, booked: Booked | None, stats: dict) -> None:
+    """One row of ``BATCH_SCHEMA``: a batch booked (None: only its statistics, e.g. a fatal error)."""
+    checkpoint = table_bytes(rows_table(booked.checkpoint, CHECKPOINT_SCHEMA)) if booked is not None else None
+    rejects = table_bytes(rows_table(booked.rejects, REJECT_SCHEMA)) if booked is not None else None
+    if booked is not None:
+        stats = {**stats, "booked": booked.summary()}
+    for name, value in (("batch", number), ("checkpoint", checkpoint), ("rejects", rejects),
+                        ("stats", json.dumps(stats))):
+        out[name].append(value)
+
+
+def _stopped(out: dict, number: int, err: BaseException) -> None:
+    """A batch's outcome that stops the run: the error, sent back whole (Ray would keep only its text)."""
+    _add(out, number, None, {"fatal": base64.b64encode(_pickled(err)).decode()})
+
+
+def apply_table(table: pa.Table, op: Operator, step: str, token: str) -> pa.Table:
+    """Apply ``op`` to each batch of ``table`` and book it."""
+    batches, origins, texts = table.column("batch").to_pylist(), table.column("origin").to_pylist(), _texts(table)
+    out: dict[str, list] = {f.name: [] for f in BATCH_SCHEMA}
+    for start, end in _spans(batches):
         try:
             _apply_one(op, step, token, batches[start], origins[start:end], texts[start:end], out)
-        except FatalError as err:  # sent back as the batch's outcome: Ray would keep only its text
-            _add(out, batches[start], None, None, {"n": end - start, "fatal": base64.b64encode(_pickled(err)).decode()})
+        except FatalError as err:
+            _stopped(out, batches[start], err)
             break
-        start = end
     return pa.table(out, schema=BATCH_SCHEMA)
 
 
@@ -126,19 +152,12 @@ def _apply_one(op: Operator, step: str, token: str, number: int, origins: list, 
     booked = book(step, apply_batch(op, step, batch), list(zip(batch, origins, texts)))
     from dataflywheel.pipeline.run import usage_delta
 
-    stats = {"n": len(batch), "booked": booked.summary(), "counters": dict(op.counters), "pid": os.getpid(),
-             "setups": _SETUPS[token], "usage": usage_delta(before, models.usage()) if models is not None else {}}
+    stats = {"n": len(batch), "counters": dict(op.counters), "pid": os.getpid(), "setups": _SETUPS[token],
+             "usage": usage_delta(before, models.usage()) if models is not None else {}}
     cache = models.cache if models is not None else None
     if isinstance(cache, RecordingCache):
         stats["cache"] = cache.drain()
-    _add(out, number, table_bytes(rows_table(booked.checkpoint, CHECKPOINT_SCHEMA)),
-         table_bytes(rows_table(booked.rejects, REJECT_SCHEMA)), stats)
-
-
-def _add(out: dict, number: int, checkpoint: bytes | None, rejects: bytes | None, stats: dict) -> None:
-    for name, value in (("batch", number), ("checkpoint", checkpoint), ("rejects", rejects),
-                        ("stats", json.dumps(stats))):
-        out[name].append(value)
+    _add(out, number, booked, stats)
 
 
 DECISION_COLUMNS = ("reason", "note", "scores")
@@ -150,13 +169,8 @@ def decide_task(table: pa.Table, *, step: str) -> pa.Table:
     """Apply a selector's decisions (``DECISION_COLUMNS`` beside each record) to each batch and book it."""
     out: dict[str, list] = {f.name: [] for f in BATCH_SCHEMA}
     columns = {name: table.column(name).to_pylist() for name in ("batch", "origin") + DECISION_COLUMNS}
-    texts = table.column("record").cast(pa.binary()).to_pylist()
-    batches = columns["batch"]
-    start = 0
-    while start < len(batches):
-        end = start
-        while end < len(batches) and batches[end] == batches[start]:
-            end += 1
+    texts = _texts(table)
+    for start, end in _spans(columns["batch"]):
         records = [loads(t) for t in texts[start:end]]
         selection = Selection()
         for i in range(start, end):
@@ -168,9 +182,7 @@ def decide_task(table: pa.Table, *, step: str) -> pa.Table:
                 selection.scores[i - start] = loads(columns["scores"][i])
         booked = book(step, apply_selection(selection, records, 0),
                       list(zip(records, columns["origin"][start:end], texts[start:end])))
-        _add(out, batches[start], table_bytes(rows_table(booked.checkpoint, CHECKPOINT_SCHEMA)),
-             table_bytes(rows_table(booked.rejects, REJECT_SCHEMA)), {"booked": booked.summary()})
-        start = end
+        _add(out, columns["batch"][start], booked, {})
     return pa.table(out, schema=BATCH_SCHEMA)
 
 
@@ -183,13 +195,8 @@ does not fit the output's format."""
 def output_task(table: pa.Table, *, fmt: str, options: dict) -> pa.Table:
     """Convert the records of each batch to the output's JSONL lines on a worker."""
     out: dict[str, list] = {f.name: [] for f in OUTPUT_SCHEMA}
-    batches = table.column("batch").to_pylist()
-    texts = table.column("record").cast(pa.binary()).to_pylist()
-    start = 0
-    while start < len(batches):
-        end = start
-        while end < len(batches) and batches[end] == batches[start]:
-            end += 1
+    batches, texts = table.column("batch").to_pylist(), _texts(table)
+    for start, end in _spans(batches):
         lines, error = b"", None
         try:
             lines = b"".join(dump_bytes(row) + b"\n" for text in texts[start:end]
@@ -198,26 +205,57 @@ def output_task(table: pa.Table, *, fmt: str, options: dict) -> pa.Table:
             error = str(err)
         for name, value in (("batch", batches[start]), ("lines", lines), ("count", end - start), ("error", error)):
             out[name].append(value)
-        start = end
     return pa.table(out, schema=OUTPUT_SCHEMA)
 
 
-def read_task(table: pa.Table, *, fmt: str | None, fields: dict | None, step: str) -> pa.Table:
-    """Read shards of the input (``io.shards``) on a worker and book them as the read step."""
-    out: dict[str, list] = {f.name: [] for f in BATCH_SCHEMA}
-    for number, text in zip(table.column("batch").to_pylist(), table.column("shard").to_pylist()):
-        try:
-            booked = book_read(step, list(read_shard(shard_from_json(json.loads(text)), fmt, fields)))
-        except OSError as err:  # sent back whole (Ray would keep only its text), with what to do about it
-            from dataflywheel.pipeline.run import RunError
+READ_CHUNK_RECORDS = 8192
+READ_CHUNK_BYTES = 256 * 2**20
+"""A read task sends what it read in chunks of at most this many records or bytes of JSON: a shard that
+cannot be split (a large compressed file) never becomes one oversized block (Arrow's 2 GiB per array)."""
 
-            stop = RunError(f"a Ray worker cannot open the input ({type(err).__name__}: {err}): every node must see "
-                            "it at the same path (a shared file system), or set ray.read_on: driver to read it on "
-                            "the driver")
-            _add(out, number, None, None, {"fatal": base64.b64encode(_pickled(stop)).decode()})
-            break
-        _add(out, number, table_bytes(rows_table(booked.checkpoint, CHECKPOINT_SCHEMA)),
-             table_bytes(rows_table(booked.rejects, REJECT_SCHEMA)), {"booked": booked.summary(), "pid": os.getpid()})
+
+def read_task(table: pa.Table, *, fmt: str | None, fields: dict | None, step: str) -> Iterator[pa.Table]:
+    """Read shards of the input (``io.shards``) on a worker and book them as the read step, chunk by chunk."""
+    from dataflywheel.pipeline.run import RunError
+
+    for number, text in zip(table.column("batch").to_pylist(), table.column("shard").to_pylist()):
+        shard = shard_from_json(json.loads(text))
+        items, held = [], 0
+        try:
+            for item in read_shard(shard, fmt, fields):
+                items.append(item)
+                held += _size(item)
+                if len(items) >= READ_CHUNK_RECORDS or held >= READ_CHUNK_BYTES:
+                    yield _read_chunk(step, number, items)
+                    items, held = [], 0
+        except FileNotFoundError as err:
+            yield _read_stop(number, RunError(
+                f"a Ray worker cannot open the input ({err}): every node must see it at the same path (a shared file "
+                "system), or set ray.read_on: driver to read it on the driver"))
+            return
+        except (OSError, RecordError, ValueError) as err:  # as the local engine reports an input it cannot read
+            yield _read_stop(number, RunError(f"cannot read input {shard[0].path}: {type(err).__name__}: {err}"))
+            return
+        yield _read_chunk(step, number, items)
+
+
+def _size(item) -> int:
+    """About the bytes of a record's JSON (its texts), or of an unreadable row."""
+    if not isinstance(item, dict):
+        return len(item.raw)
+    turns = item["messages"] + [item[k] for k in ("chosen", "rejected") if item.get(k)]
+    return sum(len(turn["content"]) for turn in turns)
+
+
+def _read_chunk(step: str, number: int, items: list) -> pa.Table:
+    out: dict[str, list] = {f.name: [] for f in BATCH_SCHEMA}
+    _add(out, number, book_read(step, items), {"pid": os.getpid()})
+    return pa.table(out, schema=BATCH_SCHEMA)
+
+
+def _read_stop(number: int, err: BaseException) -> pa.Table:
+    out: dict[str, list] = {f.name: [] for f in BATCH_SCHEMA}
+    _stopped(out, number, err)
     return pa.table(out, schema=BATCH_SCHEMA)
 
 

@@ -114,7 +114,7 @@ class RaySpec(_Strict):
     end of each step."""
     read_on: Literal["workers", "driver"] = "workers"
     """Who reads the input: 'workers' read its shards in tasks (every node must see the input at the same path:
-    a shared file system); 'driver' reads it alone and sends blocks through the object store."""
+    a shared file system); 'driver' reads it alone (the input need only be on the driver)."""
 
 
 class StepSpec(_Strict):

@@ -94,6 +94,7 @@ class Run:
             raise RunError(f"input not found: {spec.path} (relative paths resolve against {Path.cwd()})")
         if self.dir.root.exists() and not self.dir.root.is_dir():
             raise RunError(f"the run directory {self.dir.root} is a file; choose another --output")
+        self.written_output = None
         existing = self.dir.read_manifest()
         if existing and resume:
             if existing["fingerprint"] != self.recipe.fingerprint():
@@ -220,11 +221,17 @@ class Run:
 
         A large output is written in a second process while this one checks and builds the report. A run
         that read no usable record and generated none fails, naming why the input was unusable."""
-        self._check_usable()
-        self._check_steps_worked()
+        written, self.written_output = self.written_output, None
+        try:
+            self._check_usable()
+            self._check_steps_worked()
+        except BaseException:
+            if written is not None:  # an output the engine wrote: not for a run that failed
+                written.cancel()
+            raise
         last = self.checkpoint_of(plan[-1])
         target, *spec = self._output_spec()
-        output = self.written_output or OutputJob(last, target, *spec)
+        output = written or OutputJob(last, target, *spec)
         try:
             generated = sum(s.get("generated", 0) for s in self.manifest["steps"])
             problems = account(self.dir, last, self.checkpoint_of(plan[0]), generated)

@@ -135,19 +135,22 @@ class StepWriter:
             self._records.add(row)
         for row in booked.rejects:
             self._rejects.add(row)
+        self.seq = booked.seq
         self._count(booked)
         return booked.kept
 
     def add_booked(self, checkpoint: pa.Table, rejects: pa.Table, booked: "Booked") -> None:
         """Book a batch booked elsewhere (a Ray worker ran ``book``): its checkpoint and reject rows as tables,
-        appended as they are, and its counts."""
+        appended as they are, and its counts. Only steps that generate nothing are booked this way (a worker
+        cannot number generated records in the step's sequence)."""
+        if booked.counts.get("generated"):
+            raise ValueError(f"step {self.name}: generated records must be booked by the run's own writer")
         self._ensure_sinks()
         self._records.add_table(checkpoint)
         self._rejects.add_table(rejects)
         self._count(booked)
 
     def _count(self, booked: "Booked") -> None:
-        self.seq = booked.seq
         counts = self._part_counts if self.parts is not None else self.counts
         counts.update(booked.counts)
         self._watch_failures(booked)
