@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pyarrow as pa
 
-
 from dataflywheel.pipeline.apply import Item, StepFailed
 from dataflywheel.pipeline.run_dir import (CHECKPOINT_SCHEMA, REJECT_SCHEMA, InvariantError, ParquetSink, RunDir,
                                            read_table, reject_row)
