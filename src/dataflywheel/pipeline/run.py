@@ -152,9 +152,6 @@ class Run:
 
     def output_spec(self) -> tuple[Path, str, str, dict]:
         """Where the output goes and how: (path, format, file type, ``write_records`` options)."""
-        return self._output_spec()
-
-    def _output_spec(self) -> tuple[Path, str, str, dict]:
         spec = self.recipe.output
         target = self.dir.root / spec.file
         return target, spec.format, detect_file_type_for_writing(target), spec.write_options()
@@ -230,7 +227,7 @@ class Run:
                 written.cancel()
             raise
         last = self.checkpoint_of(plan[-1])
-        target, *spec = self._output_spec()
+        target, *spec = self.output_spec()
         output = written or OutputJob(last, target, *spec)
         try:
             generated = sum(s.get("generated", 0) for s in self.manifest["steps"])
