@@ -92,3 +92,14 @@ def test_empty_files_utf16_and_relative_paths(tmp_path, small_shards, monkeypatc
     assert sum("UTF-16" in o[2] for o in sharded if o[0] == "reject") == 1
     monkeypatch.chdir(tmp_path)
     assert all(piece.path.startswith(str(tmp_path)) for shard in plan_shards("odd") for piece in shard)
+
+
+def test_a_linked_input_keeps_the_name_it_was_given(tmp_path):
+    """A hub snapshot's file is a link to a blob without a suffix: read and named as the link, as locally."""
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    _messy_jsonl(blobs / "9f3a1c")
+    (tmp_path / "train.jsonl").symlink_to(blobs / "9f3a1c")
+    plan, sharded = _sharded(tmp_path / "train.jsonl")
+    assert sharded == _outcomes(read_records(tmp_path / "train.jsonl"))
+    assert sharded[0][1] == "train.jsonl:1"

@@ -256,7 +256,7 @@ def test_input_workers_cannot_open_is_named_and_the_driver_can_read_instead(ray_
     assert manifest["status"] == "finished" and "ray" not in manifest["steps"][0]  # read by the driver
 
 
-@pytest.mark.parametrize("name", ["output.jsonl", "output.jsonl.gz"])
+@pytest.mark.parametrize("name", ["output.jsonl", "output.jsonl.gz", "final/output.jsonl"])
 def test_tasks_write_a_jsonl_output_byte_identical_to_local(ray_cluster, tmp_path, monkeypatch, name):
     import gzip
 
@@ -303,6 +303,7 @@ def test_a_read_task_sends_a_large_shard_in_chunks_and_names_an_unreadable_input
     from dataflywheel.pipeline.step_writer import book_read
 
     monkeypatch.setattr(ray_apply, "READ_CHUNK_RECORDS", 7)
+    monkeypatch.setattr(ray_apply, "READ_CHUNK_BYTES", 3000)  # and about 3 KB of record JSON
     [shard] = plan_shards(EXAMPLE_DATA)
 
     def task(shard_rows):
@@ -310,13 +311,15 @@ def test_a_read_task_sends_a_large_shard_in_chunks_and_names_an_unreadable_input
         return list(ray_apply.read_task(table, fmt=None, fields=None, step="read"))
 
     chunks = task(shard)
-    assert len(chunks) > 3
-    rows = [r for chunk in chunks for r in ray_apply.table_from_bytes(chunk.column("checkpoint")[0].as_py()).to_pylist()]
+    tables = [ray_apply.table_from_bytes(chunk.column("checkpoint")[0].as_py()) for chunk in chunks]
+    assert len(tables) > 3 and all(t.num_rows <= 7 for t in tables)
+    assert all(sum(len(r) for r in t.column("record").to_pylist()) < 3000 + 5000 for t in tables)  # + one record
+    rows = [r for t in tables for r in t.to_pylist()]
     whole = book_read("read", list(read_records(EXAMPLE_DATA)))
     assert [(r["id"], r["record"]) for r in rows] == [(r["id"], r["record"].decode()) for r in whole.checkpoint]
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"PAR1 this is not a parquet file PAR1")
-    [stop] = task([type(shard[0])(str(broken), "parquet")])
+    stop = task(shard + [type(shard[0])(str(broken), "parquet")])[-1]  # the failing file is named, not the first
     with pytest.raises(RunError, match="cannot read input .*broken.parquet"):
         ray_apply.raise_fatal(json.loads(stop.column("stats")[0].as_py()))
 

@@ -34,9 +34,10 @@ class Piece:
     first: int = 1
 
 
-def _files(path: Path, kind: str) -> list[tuple[Path, str, str]]:
+def _files(path: Path, kind: str, name: str) -> list[tuple[Path, str, str]]:
+    """(file, its type, the prefix its rows are named with: ``name`` is the input's name as the user gave it)."""
     if kind == "dir":
-        return [(file, detect_file_type(file), f"{path.name}/") for file in data_files(path)]
+        return [(file, detect_file_type(file), f"{name}/") for file in data_files(path)]
     return [(path, kind, "")]
 
 
@@ -106,11 +107,12 @@ def _bytes(piece: Piece) -> int:
 def plan_shards(path: str | Path, file_type: str | None = None, *, workers: int = 1) -> list[list[Piece]]:
     """The shards of an input, in reading order: about four per worker, each of 1-64 MB where the input allows
     (a compressed file or a JSON array is one piece; a small file shares a shard with its neighbours)."""
-    path = Path(path).resolve()  # workers do not share the driver's working directory
+    name = Path(path).name
+    path = Path(path).absolute()  # workers do not share the driver's working directory (links are kept)
     if not path.exists():
         raise FileNotFoundError(f"input not found: {path}")
     kind = file_type or detect_file_type(path)
-    files = _files(path, kind)
+    files = _files(path, kind, name)
     total = sum(file.stat().st_size if file.is_file() else 0 for file, _, _ in files)
     size = min(MAX_SHARD_BYTES, max(MIN_SHARD_BYTES, total // (4 * max(1, workers)) + 1))
     shards: list[list[Piece]] = []

@@ -90,6 +90,7 @@ def write_chunks(chunks: Iterable[bytes], target: Path) -> None:
     gzipped when its name says so (the same content as ``write_records``; a gzip header's name and time
     differ)."""
     tmp = _tmp(target)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.unlink(missing_ok=True)
     with open_jsonl(tmp, gzipped=target.name.endswith(".gz")) as handle:
         for chunk in chunks:

@@ -210,8 +210,9 @@ def output_task(table: pa.Table, *, fmt: str, options: dict) -> pa.Table:
 
 READ_CHUNK_RECORDS = 8192
 READ_CHUNK_BYTES = 256 * 2**20
-"""A read task sends what it read in chunks of at most this many records or bytes of JSON: a shard that
-cannot be split (a large compressed file) never becomes one oversized block (Arrow's 2 GiB per array)."""
+"""A read task sends what it read in chunks of at most this many records or (about, a record past it) bytes of
+record JSON: a shard that cannot be split (a large compressed file) never becomes one oversized block (Arrow's
+2 GiB per array)."""
 
 
 def read_task(table: pa.Table, *, fmt: str | None, fields: dict | None, step: str) -> Iterator[pa.Table]:
@@ -219,37 +220,33 @@ def read_task(table: pa.Table, *, fmt: str | None, fields: dict | None, step: st
     from dataflywheel.pipeline.run import RunError
 
     for number, text in zip(table.column("batch").to_pylist(), table.column("shard").to_pylist()):
-        shard = shard_from_json(json.loads(text))
-        items, held = [], 0
-        try:
-            for item in read_shard(shard, fmt, fields):
-                items.append(item)
-                held += _size(item)
-                if len(items) >= READ_CHUNK_RECORDS or held >= READ_CHUNK_BYTES:
-                    yield _read_chunk(step, number, items)
-                    items, held = [], 0
-        except FileNotFoundError as err:
-            yield _read_stop(number, RunError(
-                f"a Ray worker cannot open the input ({err}): every node must see it at the same path (a shared file "
-                "system), or set ray.read_on: driver to read it on the driver"))
-            return
-        except (OSError, RecordError, ValueError) as err:  # as the local engine reports an input it cannot read
-            yield _read_stop(number, RunError(f"cannot read input {shard[0].path}: {type(err).__name__}: {err}"))
-            return
-        yield _read_chunk(step, number, items)
+        items, texts, held = [], [], 0
+        for piece in shard_from_json(json.loads(text)):
+            try:
+                for item in read_shard([piece], fmt, fields):
+                    items.append(item)
+                    if isinstance(item, dict):
+                        texts.append(dump_bytes(item))  # made once: measures the chunk and is booked as it is
+                        held += len(texts[-1])
+                    else:
+                        held += len(item.raw)
+                    if len(items) >= READ_CHUNK_RECORDS or held >= READ_CHUNK_BYTES:
+                        yield _read_chunk(step, number, items, texts)
+                        items, texts, held = [], [], 0
+            except FileNotFoundError as err:
+                yield _read_stop(number, RunError(
+                    f"a Ray worker cannot open the input ({err}): every node must see it at the same path (a shared "
+                    "file system), or set ray.read_on: driver to read it on the driver"))
+                return
+            except (OSError, RecordError, ValueError) as err:  # as the local engine reports an input it cannot read
+                yield _read_stop(number, RunError(f"cannot read input {piece.path}: {type(err).__name__}: {err}"))
+                return
+        yield _read_chunk(step, number, items, texts)
 
 
-def _size(item) -> int:
-    """About the bytes of a record's JSON (its texts), or of an unreadable row."""
-    if not isinstance(item, dict):
-        return len(item.raw)
-    turns = item["messages"] + [item[k] for k in ("chosen", "rejected") if item.get(k)]
-    return sum(len(turn["content"]) for turn in turns)
-
-
-def _read_chunk(step: str, number: int, items: list) -> pa.Table:
+def _read_chunk(step: str, number: int, items: list, texts: list[bytes]) -> pa.Table:
     out: dict[str, list] = {f.name: [] for f in BATCH_SCHEMA}
-    _add(out, number, book_read(step, items), {"pid": os.getpid()})
+    _add(out, number, book_read(step, items, texts), {"pid": os.getpid()})
     return pa.table(out, schema=BATCH_SCHEMA)
 
 

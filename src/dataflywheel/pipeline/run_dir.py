@@ -185,6 +185,9 @@ class RunDir:
             if folder.exists():
                 for tmp in folder.glob("*.tmp"):
                     shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        if self.root.exists():  # an output file written under its temporary name (pipeline/output.py)
+            for tmp in self.root.glob(".tmp-*"):
+                shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
 
 
 def reject_row(step: str, reason: str, *, record: dict | None = None, origin: str | None = None,

@@ -95,11 +95,13 @@ def book(step: str, items: list[Item], rows: Rows = (), seq: int = 0) -> Booked:
     return out
 
 
-def book_read(step: str, items: list) -> Booked:
+def book_read(step: str, items: list, texts: list | None = None) -> Booked:
     """Book records and unreadable rows (``ReadReject``) as read, in order: what reading a shard on a worker
-    gives the driver (the local engine books the same rows as it reads)."""
+    gives the driver (the local engine books the same rows as it reads). ``texts``: each record's JSON, when
+    already made."""
     records = [item for item in items if isinstance(item, dict)]
-    out = book(step, [Item(r, i) for i, r in enumerate(records)], [(r, r["id"], None) for r in records])
+    texts = texts if texts is not None else [None] * len(records)
+    out = book(step, [Item(r, i) for i, r in enumerate(records)], [(r, r["id"], t) for r, t in zip(records, texts)])
     unreadable = [reject_row(step, i.reason, source=i.source, raw=i.raw) for i in items if not isinstance(i, dict)]
     out.rejects.extend(unreadable)
     out.counts.update({"in": len(unreadable), "rejected": len(unreadable), "unreadable": len(unreadable)})
