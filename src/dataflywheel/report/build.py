@@ -193,9 +193,12 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None, *, m
     rejected_count = sum(pq.ParquetFile(path).metadata.num_rows for path in reject_files)
     browse = sample_step(final.num_rows + rejected_count, BROWSE_LIMIT)
     final_keys = sample_keys(final.column(0))
-    kept = _sampled_records(final, (final_keys % browse == 0) | (final_keys % step == 0))
+    in_browser, in_lengths = final_keys % browse == 0, final_keys % step == 0
+    chosen = in_browser | in_lengths
+    kept = _sampled_records(final, chosen)
     before = _sampled_records(read, sample_mask(read.column(0), step))
-    browsed = [r for r in kept if sampled(r["id"], browse)]  # charts of categories and scores: this sample too
+    browsed = [r for r, show in zip(kept, in_browser[chosen]) if show]  # charts of categories and scores too
+    measured = [r for r, length in zip(kept, in_lengths[chosen]) if length]
     rows = [_row(r, "kept") for r in browsed]
     reasons: dict[str, Counter] = {}
     rejected_records = []
@@ -210,7 +213,7 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None, *, m
     charts = []
     unit, count = _length_unit()
     b_ins, b_resp, _ = _lengths_and_categories(before, count)
-    a_ins, a_resp, _ = _lengths_and_categories(kept, count, step)
+    a_ins, a_resp, _ = _lengths_and_categories(measured, count)
     a_cat = Counter(c for c in map(_category, browsed) if c is not None)
     b_cat = a_cat + Counter(c for c in map(_category, rejected_records) if c is not None)  # kept + rejected
     weighted = Counter()  # kept, a record up-sampled by rebalancing (meta.repeat) counted as often as training will
