@@ -4,7 +4,9 @@ import pytest
 
 from dataflywheel.pipeline import LocalExecutor, parse_recipe
 from dataflywheel.pipeline import output as output_module
+from dataflywheel.ops.select.length_filter import LengthFilter
 from dataflywheel.pipeline.output import OutputError, OutputJob
+from dataflywheel.pipeline.run import RunError
 from dataflywheel.report import build
 from tests.conftest import EXAMPLE_DATA
 
@@ -52,7 +54,7 @@ def test_writing_failure_surfaces_and_leaves_no_output(tmp_path):
 
 def test_a_run_does_not_import_pandas(tmp_path):
     """pyarrow's ``pa.array`` and ``pq.read_table`` import pandas on first use: half a second of every run
-    (checkpoints and rejects are built and read without them)."""
+    (checkpoints and rejects are built and read without them); pyarrow.compute (``take``) costs ~0.15 s."""
     import json
     import subprocess
     import sys
@@ -62,7 +64,7 @@ def test_a_run_does_not_import_pandas(tmp_path):
                                   "cache": "off", "steps": STEPS + [{"op": "select.repetition_filter"}]}))
     script = ("import sys\nfrom dataflywheel.cli import main\nsys.argv = ['flywheel', 'run', sys.argv[1], '--quiet']\n"
               "try:\n    main()\nexcept SystemExit as stop:\n    assert not stop.code, stop.code\n"
-              "print(sorted(m for m in ('pandas', 'torch', 'transformers') if m in sys.modules))")
+              "print(sorted(m for m in ('pandas', 'torch', 'transformers', 'pyarrow.compute') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", script, str(recipe)], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert (tmp_path / "run" / "report.html").exists()
@@ -86,3 +88,53 @@ def test_a_resumed_run_writes_its_output_once_its_report_is_fixed(tmp_path, monk
     manifest = LocalExecutor(recipe, quiet=True).execute(resume=True)
     assert manifest["status"] == "finished"
     assert (tmp_path / "resumed" / "output.jsonl").read_bytes() == (tmp_path / "clean" / "output.jsonl").read_bytes()
+
+
+@pytest.fixture
+def writers(monkeypatch):
+    """Every writer process started, in order."""
+    started = []
+
+    class Recorded(output_module.Writer):
+        def __init__(self):
+            super().__init__()
+            started.append(self)
+
+    monkeypatch.setattr(output_module, "Writer", Recorded)
+    monkeypatch.setattr("dataflywheel.pipeline.run.Writer", Recorded)
+    return started
+
+
+def test_a_large_input_starts_the_writer_while_reading(tmp_path, monkeypatch, writers):
+    """Once the input has shown it is large, the writer process starts (and imports) while the steps run; the
+    end of the run hands it its job. Same bytes as writing in this process."""
+    executor, manifest = execute(tmp_path, "here")
+    monkeypatch.setattr(output_module, "PARALLEL_FROM", 50)
+    warmed_executor, warmed = execute(tmp_path, "warmed")
+    assert len(writers) == 1 and writers[0].process.returncode == 0
+    assert warmed["output"]["count"] == manifest["output"]["count"] >= 50
+    assert (warmed_executor.run_dir.root / "output.jsonl").read_bytes() == \
+        (executor.run_dir.root / "output.jsonl").read_bytes()
+
+
+def test_a_writer_not_needed_is_let_go(tmp_path, monkeypatch, writers):
+    """A large input whose output ends small: the started writer exits without writing; the output is written
+    here. A run that fails after reading lets its writer go too (no process left behind)."""
+    monkeypatch.setattr(output_module, "PARALLEL_FROM", 100)
+    recipe = parse_recipe({"input": {"path": str(EXAMPLE_DATA)}, "output": {"dir": str(tmp_path / "small")},
+                           "steps": [{"op": "select.length_filter", "min_instruction_words": 40}]})
+    manifest = LocalExecutor(recipe, quiet=True).execute()
+    assert manifest["totals"]["read"] >= 100 > manifest["output"]["count"] > 0
+    assert len(writers) == 1 and writers[0].process.returncode == 0
+    assert sum(1 for _ in (tmp_path / "small" / "output.jsonl").open()) == manifest["output"]["count"]
+
+    def broken(self, record):
+        raise RuntimeError("filter broke")
+
+    monkeypatch.setattr(LengthFilter, "reject_reason", broken)
+    recipe = parse_recipe({"input": {"path": str(EXAMPLE_DATA)}, "output": {"dir": str(tmp_path / "failed")},
+                           "steps": [{"op": "select.length_filter"}]})
+    with pytest.raises(RunError, match="failed on every one"):
+        LocalExecutor(recipe, quiet=True).execute()
+    assert len(writers) == 2 and writers[1].process.returncode == 0
+    assert not (tmp_path / "failed" / "output.jsonl").exists()

@@ -3,6 +3,7 @@
 import hashlib
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from dataflywheel.report.sample import present, sample_key, sample_keys, sample_mask, sample_step, sampled
@@ -49,3 +50,29 @@ def test_nulls_are_left_to_the_caller():
     assert present(column).tolist() == [True, False, True]
     keys = sample_keys(column)
     assert keys[0] == sample_key("0123456789abcdef") and keys[2] == sample_key("zz")
+
+
+def test_sampled_rows_are_read_by_position_across_chunks_and_row_groups(tmp_path, monkeypatch):
+    """The report reads only the sampled records: by position, across Arrow chunks and Parquet row groups
+    (some of which hold no position), the same values as reading everything."""
+    from dataflywheel.pipeline import run_dir
+    from dataflywheel.records import make_record
+
+    monkeypatch.setattr(run_dir, "_ROW_GROUP", 7)
+    records = [make_record([{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}])
+               for i in range(40)]
+    sink = run_dir.RunDir(tmp_path).record_sink(1, "step")
+    for i, record in enumerate(records):
+        sink.add({"id": record["id"], "origin": record["id"], "record": run_dir.dumps(record)})
+    sink.commit()
+    path = run_dir.RunDir(tmp_path).checkpoint(1, "step")
+    assert pq.ParquetFile(path).metadata.num_row_groups == 6
+    positions = [0, 1, 6, 7, 8, 30, 39]  # row groups 0, 1, 4 and 5; none from 2 and 3
+    assert run_dir.records_at(path, positions) == [records[i] for i in positions]
+    assert run_dir.records_at(path, []) == []
+
+    column = pa.chunked_array([pa.array(["a", "b", "c"]), pa.array([], pa.string()), pa.array(["d", "e"])])
+    assert run_dir.values_at(column, [0, 2, 3, 4]) == ["a", "c", "d", "e"]
+    table = pa.table({"x": column, "y": pa.chunked_array([pa.array([1, 2, 3]), pa.array([], pa.int64()),
+                                                          pa.array([4, 5])])})
+    assert run_dir.rows_at(table, [1, 4]) == [{"x": "b", "y": 2}, {"x": "e", "y": 5}]

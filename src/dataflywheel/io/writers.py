@@ -111,8 +111,10 @@ def _to_sharegpt(record: dict, meta: dict) -> dict:
 
 
 def _to_messages(record: dict, meta: dict) -> dict:
-    _need_one_answer(record, "messages")
-    return _with_tools({"messages": record["messages"]}, meta)
+    if record.get("chosen") is not None:
+        _need_one_answer(record, "messages")
+    row = {"messages": record["messages"]}
+    return _with_tools(row, meta) if meta else row
 
 
 def _to_trl(record: dict, meta: dict) -> dict:
@@ -188,13 +190,18 @@ def as_sft(record: dict, preference: str) -> list[dict]:
 
 
 def _row(record: dict, fmt: str, *, with_meta: bool, with_id: bool, with_scores: bool, with_lineage: bool) -> dict:
-    fmt = training_format(record) if fmt == "auto" else fmt
-    meta = {k: v for k, v in record.get("meta", {}).items() if k not in READER_META_KEYS}
+    # once per output record: written for speed (a run's output is converted here record by record)
+    if fmt == "auto":
+        fmt = training_format(record)
+    meta = record.get("meta")
+    meta = dict(meta) if meta else {}
+    for key in READER_META_KEYS:
+        meta.pop(key, None)
     row = WRITERS[fmt](record, meta)
     meta.pop("alpaca", None)
     if with_id:
         row["id"] = record["id"]
-    if with_meta:
+    if with_meta and meta:
         for key, value in meta.items():
             row.setdefault(key, value)
     if with_scores and record.get("scores"):
@@ -212,9 +219,11 @@ def record_to_rows(record: dict, fmt: str, *, preference: str | None = None, wit
         raise TypeError(f"only records can be written, got {type(record).__name__} (a ReadReject is a row that could "
                         "not be read: set it aside)")
     try:
-        records = as_sft(record, preference) if preference and is_preference(record) else [record]
-        return [_row(r, fmt, with_meta=with_meta, with_id=with_id, with_scores=with_scores,
-                     with_lineage=with_lineage) for r in records]
+        if preference and is_preference(record):
+            return [_row(r, fmt, with_meta=with_meta, with_id=with_id, with_scores=with_scores,
+                         with_lineage=with_lineage) for r in as_sft(record, preference)]
+        return [_row(record, fmt, with_meta=with_meta, with_id=with_id, with_scores=with_scores,
+                     with_lineage=with_lineage)]
     except RecordError as err:
         where = record.get("meta", {}).get("source") or f"record {record.get('id')}"
         raise RecordError(f"{where}: {err}") from err

@@ -45,30 +45,59 @@ def write_output(checkpoint: str, target: str, fmt: str, file_type: str, options
     return write_records(records, tmp, fmt, file_type, **options)
 
 
-class _Writer:
+class Writer:
     """A writer process: a fresh interpreter running this module (not multiprocessing), so a user's script
-    needs no ``if __name__ == "__main__"`` guard and no parent thread or lock is inherited. Its stderr goes
-    to a file, not a pipe, so a writer with much to say can never block on it."""
+    needs no ``if __name__ == "__main__"`` guard and no parent thread or lock is inherited. It starts and
+    imports at once, then waits for its job on stdin: a run expecting a large output starts one while its
+    steps run, so the end of the run does not wait for an interpreter to start. Its stderr goes to a file,
+    not a pipe, so a writer with much to say can never block on it."""
 
-    def __init__(self, args: list):
+    def __init__(self):
         package_root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
                                                                           os.environ.get("PYTHONPATH")]))}
         self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen([sys.executable, "-m", "dataflywheel.pipeline.output", json.dumps(args)],
-                                        stdout=subprocess.PIPE, stderr=self.log, env=env, text=True)
+        self.process = subprocess.Popen([sys.executable, "-m", "dataflywheel.pipeline.output"],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=env,
+                                        text=True)
+
+    def start(self, args: list) -> None:
+        """Give the writer its job (``write_output``'s arguments)."""
+        try:
+            self.process.stdin.write(json.dumps(args) + "\n")
+        except BrokenPipeError:
+            pass  # the writer is gone: ``wait`` reports how it ended
+        self._close_stdin()
 
     def wait(self) -> tuple[int, str, str]:
         """(exit status, stdout, stderr) once the writer has finished."""
-        out, _ = self.process.communicate()
+        with self.process.stdout:  # stdin is closed and stderr is a file: nothing else can block
+            out = self.process.stdout.read()
+        self.process.wait()
         self.log.seek(0)
         err = self.log.read().decode("utf-8", "replace")
         self.log.close()
         return self.process.returncode, out, err
 
+    def dismiss(self) -> None:
+        """Let a writer that got no job go: it exits when its stdin closes, writing nothing."""
+        self._close_stdin()
+        self._end()
+
     def kill(self) -> None:
         self.process.kill()
-        self.process.communicate()
+        self._close_stdin()
+        self._end()
+
+    def _close_stdin(self) -> None:
+        try:
+            self.process.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    def _end(self) -> None:
+        self.process.stdout.close()
+        self.process.wait()
         self.log.close()
 
 
@@ -79,7 +108,7 @@ def _put_in_place(target: Path) -> None:
     _tmp(target).replace(target)
 
 
-def _stop(writer: _Writer, target: Path) -> None:
+def _stop(writer: Writer, target: Path) -> None:
     writer.kill()
     tmp = _tmp(target)
     shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
@@ -122,12 +151,25 @@ class OutputJob:
     in a second process at once; small ones are written by ``commit()``."""
 
     def __init__(self, checkpoint: Path, target: Path, fmt: str, file_type: str, options: dict, *,
-                 parallel: bool | None = None):
+                 parallel: bool | None = None, writer: Writer | None = None):
+        """``writer``: a writer process started earlier, used when the output is written in parallel (and
+        let go otherwise)."""
         self.target = target
         self._args = [str(checkpoint), str(target), fmt, file_type, options]
         if parallel is None:
-            parallel = checkpoint_count(checkpoint) >= PARALLEL_FROM
-        self._writer = _Writer(self._args) if parallel else None
+            try:
+                parallel = checkpoint_count(checkpoint) >= PARALLEL_FROM
+            except BaseException:
+                if writer is not None:
+                    writer.dismiss()
+                raise
+        if parallel:
+            self._writer = writer or Writer()
+            self._writer.start(self._args)
+        else:
+            self._writer = None
+            if writer is not None:
+                writer.dismiss()
 
     def commit(self) -> int:
         if self._writer is None:
@@ -149,4 +191,6 @@ class OutputJob:
 
 
 if __name__ == "__main__":
-    print(write_output(*json.loads(sys.argv[1])))
+    job = sys.stdin.readline()  # nothing: the run needed no writer (or is gone)
+    if job:
+        print(write_output(*json.loads(job)))

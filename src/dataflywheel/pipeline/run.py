@@ -21,7 +21,8 @@ from dataflywheel.models.cache import CallCache
 from dataflywheel.models.registry import ModelRegistry
 from dataflywheel.models.usage import Budget
 from dataflywheel.ops.base import OpContext, Operator
-from dataflywheel.pipeline.output import OutputJob, checkpoint_count
+from dataflywheel.pipeline import output as outputs
+from dataflywheel.pipeline.output import OutputJob, Writer, checkpoint_count
 from dataflywheel.pipeline.recipe import Recipe
 from dataflywheel.pipeline.run_dir import InvariantError, RunDir, account, iter_rejects, read_table
 from dataflywheel.pipeline.step_writer import StepWriter
@@ -78,6 +79,7 @@ class Run:
         self._usage_before: dict = {}
         self._started = 0.0
         self.written_output = None  # an output file the engine wrote itself (``output.WrittenOutput``)
+        self._writer: Writer | None = None  # a writer process started while reading a large input
 
     def _registry(self, spent: dict | None = None) -> ModelRegistry:
         limits = self.recipe.max_budget
@@ -131,11 +133,19 @@ class Run:
     def read_input(self) -> Iterator[dict | ReadReject]:
         """Records and unreadable rows of the input (nothing when the recipe starts with a source)."""
         if self.data is not None:
-            return read_rows(self.data)
+            return self._warming(read_rows(self.data))
         spec = self.recipe.input
         if spec is None:
             return iter(())
-        return spec.read()  # format, file type and field mapping
+        return self._warming(spec.read())  # format, file type and field mapping
+
+    def _warming(self, items: Iterator) -> Iterator:
+        """``items``, starting the output's writer process once the input has shown it is large (the writer
+        then starts and imports while the steps run)."""
+        for n, item in enumerate(items, 1):
+            if n == outputs.PARALLEL_FROM and self._writer is None:
+                self._writer = Writer()
+            yield item
 
     def checkpoint_of(self, step: Step) -> Path:
         return self.dir.checkpoint(step.index, step.name)
@@ -228,7 +238,10 @@ class Run:
             raise
         last = self.checkpoint_of(plan[-1])
         target, *spec = self.output_spec()
-        output = written or OutputJob(last, target, *spec)
+        writer, self._writer = self._writer, None
+        if written is not None and writer is not None:
+            writer.dismiss()
+        output = written or OutputJob(last, target, *spec, writer=writer)
         try:
             generated = sum(s.get("generated", 0) for s in self.manifest["steps"])
             problems = account(self.dir, last, self.checkpoint_of(plan[0]), generated)
@@ -286,6 +299,9 @@ class Run:
                                f"{first}); each record and its reason is in {self.dir.rejected}")
 
     def close(self) -> None:
+        if self._writer is not None:  # the run stopped before its output was written
+            self._writer.dismiss()
+            self._writer = None
         close = getattr(self.models, "close", None)
         if close is not None:
             close()

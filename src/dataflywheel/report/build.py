@@ -12,7 +12,7 @@ import orjson
 import pyarrow.parquet as pq
 
 from dataflywheel.io import ReadReject, read_records
-from dataflywheel.pipeline.run_dir import RunDir, indices, read_table, reason_kind, take
+from dataflywheel.pipeline.run_dir import RunDir, read_table, reason_kind, records_at, rows_at, values_at
 from dataflywheel.records import instruction_text, loads, prompt_turns, repeats, response_text
 from dataflywheel.report.sample import present, sample_key, sample_keys, sample_mask, sample_step, sampled
 from dataflywheel.report.svg import bars, histogram, scatter
@@ -101,12 +101,6 @@ LENGTH_SAMPLE = 500
 """Length histograms tokenize at most this many records per series (an even, deterministic sample)."""
 
 
-def _sampled_records(table, mask) -> list[dict]:
-    """The records of a checkpoint table (id, record) where ``mask`` holds; only their JSON is converted to
-    Python strings (a 55k-record run's report takes a tenth of them)."""
-    return [loads(text) for text in take(table.column(1), np.flatnonzero(mask)).to_pylist()]
-
-
 def _lengths_and_categories(records, count, step: int = 1):
     categories = Counter(c for c in map(_category, records) if c is not None)
     sample = [r for r in records if sampled(r["id"], step)]
@@ -172,9 +166,8 @@ def _rejects(paths: list[Path], reasons: dict[str, Counter], step: int) -> Itera
         keys = sample_keys(ids)
         unread = np.flatnonzero(~present(ids))  # unreadable rows have no id: their raw text decides
         if len(unread):
-            keys[unread] = [sample_key(raw) for raw in take(table.column("raw"), unread).to_pylist()]
-        chosen = np.flatnonzero(keys % step == 0)
-        yield from table.take(indices(chosen)).to_pylist()
+            keys[unread] = [sample_key(raw) for raw in values_at(table.column("raw"), unread)]
+        yield from rows_at(table, np.flatnonzero(keys % step == 0))
 
 
 def write_run_report(run_dir: str | Path, target: str | Path | None = None, *, manifest: dict | None = None) -> Path:
@@ -186,17 +179,16 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None, *, m
         raise FileNotFoundError(f"{run.root} holds no manifest.json: not a run directory")
     steps = [s for s in manifest["steps"] if s["status"] == "done"]
     first, last = Path(steps[0]["checkpoint"]), Path(steps[-1]["checkpoint"])
-    final = read_table(last, columns=["id", "record"])
-    read = read_table(first, columns=["id", "record"])
-    step = sample_step(max(read.num_rows, final.num_rows), LENGTH_SAMPLE)  # one step for both series: comparable
+    final_ids, read_ids = read_table(last, columns=["id"]).column(0), read_table(first, columns=["id"]).column(0)
+    step = sample_step(max(len(read_ids), len(final_ids)), LENGTH_SAMPLE)  # one step for both series: comparable
     reject_files = sorted(run.rejected.glob("*.parquet"))
     rejected_count = sum(pq.ParquetFile(path).metadata.num_rows for path in reject_files)
-    browse = sample_step(final.num_rows + rejected_count, BROWSE_LIMIT)
-    final_keys = sample_keys(final.column(0))
+    browse = sample_step(len(final_ids) + rejected_count, BROWSE_LIMIT)
+    final_keys = sample_keys(final_ids)
     in_browser, in_lengths = final_keys % browse == 0, final_keys % step == 0
     chosen = in_browser | in_lengths
-    kept = _sampled_records(final, chosen)
-    before = _sampled_records(read, sample_mask(read.column(0), step))
+    kept = records_at(last, np.flatnonzero(chosen))  # only the sampled records become Python objects
+    before = records_at(first, np.flatnonzero(sample_mask(read_ids, step)))
     browsed = [r for r, show in zip(kept, in_browser[chosen]) if show]  # charts of categories and scores too
     measured = [r for r, length in zip(kept, in_lengths[chosen]) if length]
     rows = [_row(r, "kept") for r in browsed]
@@ -245,7 +237,7 @@ def write_run_report(run_dir: str | Path, target: str | Path | None = None, *, m
     data = {"fields": FIELDS, "records": rows, "steps": [s["name"] for s in steps],
             "reasons": sorted({r[4] for r in rows if r[4]}), "scores": score_names}
     target = Path(target) if target else run.root / "report.html"
-    note = _browse_note(browse, len(rows), final.num_rows + rejected_count)
+    note = _browse_note(browse, len(rows), len(final_ids) + rejected_count)
     target.write_text(_page("dataflywheel run report", subtitle, body, data, note), encoding="utf-8")
     return target
 

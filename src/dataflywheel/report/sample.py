@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 import pyarrow as pa
 
-from dataflywheel.pipeline.run_dir import take
+from dataflywheel.pipeline.run_dir import values_at
 
 _DIGITS = 8
 _MIX = 2654435761  # Knuth: the odd 32-bit constant nearest 2**32 / golden ratio
@@ -84,7 +84,7 @@ def sample_keys(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     keys[rows] = value * np.uint32(_MIX)  # uint32 arithmetic wraps: the same as sample_key's mask
     other = np.flatnonzero(~hexed & present(values))
     if len(other):
-        keys[other] = [zlib.crc32(t.encode("utf-8")) for t in take(values, other).to_pylist()]
+        keys[other] = [zlib.crc32(t.encode("utf-8")) for t in values_at(values, other)]
     return keys
 
 
