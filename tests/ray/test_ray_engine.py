@@ -316,7 +316,8 @@ def test_a_read_task_sends_a_large_shard_in_chunks_and_names_an_unreadable_input
     assert all(sum(len(r) for r in t.column("record").to_pylist()) < 3000 + 5000 for t in tables)  # + one record
     rows = [r for t in tables for r in t.to_pylist()]
     whole = book_read("read", list(read_records(EXAMPLE_DATA)))
-    assert [(r["id"], r["record"]) for r in rows] == [(r["id"], r["record"].decode()) for r in whole.checkpoint]
+    assert [(r["id"], r["record"]) for r in rows] == \
+        [(i, text.decode()) for i, text in zip(whole.checkpoint["id"], whole.checkpoint["record"])]
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"PAR1 this is not a parquet file PAR1")
     stop = task(shard + [type(shard[0])(str(broken), "parquet")])[-1]  # the failing file is named, not the first

@@ -25,7 +25,7 @@ from dataflywheel.io.shards import read_shard, shard_from_json
 from dataflywheel.models.cache import CallCache
 from dataflywheel.ops.base import Operator, Selection
 from dataflywheel.pipeline.apply import apply_batch, apply_selection
-from dataflywheel.pipeline.run_dir import CHECKPOINT_SCHEMA, REJECT_SCHEMA, rows_table
+from dataflywheel.pipeline.run_dir import CHECKPOINT_SCHEMA, REJECT_SCHEMA, columns_table, rows_table
 from dataflywheel.pipeline.step_writer import Booked, book, book_read
 from dataflywheel.io.writers import record_to_rows
 from dataflywheel.records import RecordError, dump_bytes, loads
@@ -117,7 +117,7 @@ def _texts(table: pa.Table) -> list[bytes]:
 
 def _add(out: dict, number: int, booked: Booked | None, stats: dict) -> None:
     """One row of ``BATCH_SCHEMA``: a batch booked (None: only its statistics, e.g. a fatal error)."""
-    checkpoint = table_bytes(rows_table(booked.checkpoint, CHECKPOINT_SCHEMA)) if booked is not None else None
+    checkpoint = table_bytes(columns_table(booked.checkpoint, CHECKPOINT_SCHEMA)) if booked is not None else None
     rejects = table_bytes(rows_table(booked.rejects, REJECT_SCHEMA)) if booked is not None else None
     if booked is not None:
         stats = {**stats, "booked": booked.summary()}

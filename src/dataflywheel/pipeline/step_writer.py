@@ -36,7 +36,8 @@ class Booked:
     sequence after it."""
 
     kept: Rows = field(default_factory=list)
-    checkpoint: list[dict] = field(default_factory=list)
+    checkpoint: dict[str, list] = field(default_factory=lambda: {"id": [], "origin": [], "record": []})
+    """The checkpoint rows as columns (a list of values per field of ``CHECKPOINT_SCHEMA``)."""
     rejects: list[dict] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
     failed: int = 0  # input records the operator failed on
@@ -59,7 +60,8 @@ def book(step: str, items: list[Item], rows: Rows = (), seq: int = 0) -> Booked:
     """Book one batch's items (``rows``: the input their positions refer to; ``seq``: generated records so
     far, whose origins are "<step>#<seq>"). Pure: any engine or worker books a batch with this."""
     out = Booked(seq=seq)
-    kept, checkpoint, rejects = out.kept, out.checkpoint, out.rejects
+    kept, rejects = out.kept, out.rejects
+    ids, origins, texts = out.checkpoint["id"], out.checkpoint["origin"], out.checkpoint["record"]
     failed = errors = rejected = generated = operator_errors = 0
     for item in items:  # once per record of every step: written for speed
         position = item.position
@@ -83,7 +85,9 @@ def book(step: str, items: list[Item], rows: Rows = (), seq: int = 0) -> Booked:
             record = item.record
             # unchanged: its JSON is already known
             text = row[2] if row is not None and record is row[0] and row[2] is not None else dump_bytes(record)
-            checkpoint.append({"id": record["id"], "origin": origin, "record": text})
+            ids.append(record["id"])
+            origins.append(origin)
+            texts.append(text)
             kept.append((record, origin, text))
         else:
             rejects.append(reject_row(step, item.reason, record=item.record, origin=origin, raw=item.raw,
@@ -132,8 +136,7 @@ class StepWriter:
         """Book one batch's items (``rows``: the input their positions refer to); return the kept rows."""
         self._ensure_sinks()
         booked = book(self.name, items, rows, self.seq)
-        for row in booked.checkpoint:
-            self._records.add(row)
+        self._records.add_columns(booked.checkpoint)
         for row in booked.rejects:
             self._rejects.add(row)
         self.seq = booked.seq
