@@ -30,3 +30,30 @@ def test_record_json_that_is_not_utf8_is_refused():
     assert good.to_pylist() == ['{"a":"é"}', "{}", ""]
     with pytest.raises(Exception, match="UTF8|UTF-8"):
         run_dir._column([b"{}", b'{"a":"\xff"}'], CHECKPOINT_SCHEMA.field("record").type)
+
+
+def _files(root, read, final, rejected):
+    """A run directory with a read checkpoint (ids), a final checkpoint and a reject file (origins)."""
+    run = run_dir.RunDir(root)
+    for path, origins in ((run.checkpoint(0, "read"), read), (run.checkpoint(2, "last"), final)):
+        sink = ParquetSink(path, CHECKPOINT_SCHEMA)
+        sink.add_columns({"id": list(origins), "origin": list(origins), "record": [b"{}"] * len(origins)})
+        sink.commit()
+    rejects = run.reject_sink(1, "first")
+    for origin in rejected:
+        rejects.add(run_dir.reject_row("first", "why", origin=origin))
+    rejects.commit()
+    return run, run.checkpoint(2, "last"), run.checkpoint(0, "read")
+
+
+@pytest.mark.parametrize("final, rejected, generated, problem", [
+    (["a", "a", "b"], ["c"], 0, None),  # an id read twice is there twice: fine
+    (["a", "a", "b", "g#1"], ["c", "g#2"], 2, None),  # generated records, each once
+    (["a", "b"], ["c"], 0, "1 input records are in neither"),  # one of the two a's lost
+    (["a", "a", "b", "c"], ["c"], 0, "1 input records are there more than once"),
+    (["a", "a", "b", "g#1"], ["c", "g#1"], 2, "2 records were generated, but 1 distinct"),
+    (["a", "a", "b", "g#1"], ["c"], 2, "2 records were generated, but 1 distinct"),
+])
+def test_the_invariant_counts_every_record_read_or_generated(tmp_path, final, rejected, generated, problem):
+    problems = run_dir.account(*_files(tmp_path, ["a", "a", "b", "c"], final, rejected), generated)
+    assert (problems == []) if problem is None else (problem in "; ".join(problems))
