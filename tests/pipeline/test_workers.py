@@ -132,3 +132,44 @@ def test_resume_after_sigkill_with_workers_is_byte_identical(tmp_path):
         assert clean[name] == resumed[name], f"{name} differs after a resumed run with workers"
     for a, b in zip(sorted((killed / "rejected").iterdir()), sorted((tmp_path / "clean" / "rejected").iterdir())):
         assert pq.read_table(a).equals(pq.read_table(b))
+
+
+def test_workers_read_the_input_in_shards_and_write_the_same_files(tmp_path, monkeypatch):
+    """With workers and an input file, workers read shards of it and run the worker steps that follow reading
+    (the rest stays here): the same checkpoints, rejects, output and counts as one process, unreadable rows
+    included."""
+    from dataflywheel.io import shards as shards_module
+
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = EXAMPLE_DATA.read_text(encoding="utf-8").splitlines()
+    (data / "a.jsonl").write_text("\n".join(lines[:120]) + "\n", encoding="utf-8")
+    (data / "b.jsonl").write_text("\n".join(lines[120:150] + ["{not json", '{"instruction": 3}'] + lines[150:]) + "\n",
+                                  encoding="utf-8")
+    monkeypatch.setattr(shards_module, "MIN_SHARD_BYTES", 4096)  # several shards of a small input
+    sharded = []
+    map_ordered = workers_module.Pool.map
+
+    def spy_map(self, fn, items):
+        items = list(items)
+        sharded.append((getattr(fn, "func", fn).__name__, len(items)))
+        return map_ordered(self, fn, items)
+
+    monkeypatch.setattr(workers_module.Pool, "map", spy_map)
+    steps = [{"op": "select.alpaca_rules"}, {"op": "test.odd_words"}, {"op": "enhance.normalize"},
+             {"op": "select.repetition_filter", "min_words": 5}, {"op": "select.exact_dedup", "field": "instruction"}]
+    manifests, files = {}, {}
+    for workers in (1, 2):
+        recipe = parse_recipe({"input": {"path": str(data)}, "output": {"dir": str(tmp_path / f"w{workers}")},
+                               "plugins": [PLUGIN], "batch_size": 8, "workers": workers, "steps": steps})
+        executor = LocalExecutor(recipe, quiet=True)
+        manifests[workers] = executor.execute()
+        files[workers] = run_files(executor.run_dir.root)
+    assert sharded and sharded[0][0] == "stream_shard" and sharded[0][1] > 3
+    assert files[1].keys() == files[2].keys()
+    for name in files[1]:
+        assert files[1][name] == files[2][name], f"{name} differs when workers read shards"
+    steps = {w: [{k: s[k] for k in ("name", "in", "out", "rejected", "unreadable", "errors", "counters") if k in s}
+                 for s in manifests[w]["steps"]] for w in (1, 2)}
+    assert steps[1] == steps[2]
+    assert steps[2][0]["unreadable"] == 2 and steps[2][2]["counters"] == {"records judged": steps[2][2]["in"]}

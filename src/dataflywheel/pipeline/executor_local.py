@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from dataflywheel.errors import DiskFullError, FatalError, out_of_space
 from dataflywheel.io import ReadReject
+from dataflywheel.io.shards import plan_shards, shard_json
 from dataflywheel.ops.base import (Filter, Generator, Mapper, NoveltyConfig, PoolGenerator, PoolView, Scorer, Selection,
                                     Selector)
 from dataflywheel.pipeline.apply import Item, apply_batch, apply_selection, passed_inputs
@@ -23,7 +25,8 @@ from dataflywheel.pipeline.novelty import PoolNovelty, screen_outputs, screen_ro
 from dataflywheel.pipeline.progress import StepProgress
 from dataflywheel.pipeline.recipe import Recipe
 from dataflywheel.pipeline.run import Run, RunError, Step, add_usage, usage_delta
-from dataflywheel.pipeline.run_dir import iter_checkpoint_rows
+from dataflywheel.pipeline.run_dir import iter_checkpoint_rows, utf8_values
+from dataflywheel.pipeline.shard_stream import stream_shard
 from dataflywheel.pipeline.step_writer import Rows, StepWriter
 from dataflywheel.pipeline.workers import Pool, active, default_workers, pooled
 from dataflywheel.records import RecordError, loads
@@ -112,9 +115,14 @@ class LocalEngine:
                 if step.op is not None:
                     step.op.setup()
             try:
-                source = self._read(run, stages[0]) if group[0].op is None else \
-                    _stream(run.checkpoint_of(previous), self.size)
-                first = 1 if group[0].op is None else 0
+                shards = self._shards(run, group)
+                if shards:  # workers read and run the leading worker steps
+                    first = 1 + self._worker_steps(group)
+                    source = self._read_shards(run, stages[:first], shards, more=first < len(stages))
+                elif group[0].op is None:
+                    source, first = self._read(run, stages[0]), 1
+                else:
+                    source, first = _stream(run.checkpoint_of(previous), self.size), 0
                 for rows in source:
                     self._push(stages, first, rows)
                 for k in range(first, len(stages)):
@@ -144,6 +152,63 @@ class LocalEngine:
             raise RunError(f"cannot read input {run.recipe.input.path if run.recipe.input else 'data'}: {err}") from err
         if batch:
             yield self._book_read(stage, batch, started)
+
+    @staticmethod
+    def _worker_steps(group: list[Step]) -> int:
+        """How many steps after reading may run in workers (CPU-bound, no models), in a row."""
+        count = 0
+        while 1 + count < len(group) and pooled(group[1 + count].op):
+            count += 1
+        return count
+
+    def _shards(self, run: Run, group: list[Step]) -> list | None:
+        """The input's shards when workers should read it (several workers, an input file, a worker step
+        right after reading, and more than one shard); None to read it here."""
+        spec = run.recipe.input
+        if self.pool.workers < 2 or group[0].op is not None or run.data is not None or spec is None \
+                or not self._worker_steps(group):
+            return None
+        try:
+            shards = plan_shards(spec.path, None if spec.file_type == "auto" else spec.file_type,
+                                 workers=self.pool.workers)
+        except (FileNotFoundError, RecordError, ValueError) as err:
+            raise RunError(f"cannot read input {spec.path}: {err}") from err
+        return shards if len(shards) > 1 else None
+
+    def _read_shards(self, run: Run, stages: list[_Stage], shards: list, *, more: bool) -> Iterator[Rows]:
+        """Reading and the worker steps (``stages``) in workers, a shard each; books each step's tables in
+        shard order and yields the last worker step's kept rows when steps follow (``more``). A step's seconds
+        are its share, by its workers' time, of the wall time of this part of the stream."""
+        spec = run.recipe.input
+        task = partial(stream_shard, fmt=None if spec.format == "auto" else spec.format, fields=spec.fields,
+                       size=self.size, read_step=stages[0].step.name,
+                       steps=[(s.step.name, *self.pool.token(s.step.op)) for s in stages[1:]])
+        started, read = time.perf_counter(), 0
+        worker_seconds = [0.0] * len(stages)
+        results = self.pool.map(task, [shard_json(shard) for shard in shards])
+        while True:
+            try:
+                books = next(results, None)
+            except (FileNotFoundError, RecordError, ValueError) as err:  # as reading here reports it
+                raise RunError(f"cannot read input {spec.path}: {err}") from err
+            if books is None:
+                break
+            for n, (stage, part) in enumerate(zip(stages, books)):
+                batches = part.booked()
+                stage.writer.add_booked(part.checkpoint, part.rejects, *batches)
+                if stage.step.op is not None:
+                    stage.step.op.counters.update(part.counters)
+                worker_seconds[n] += part.seconds
+                stage.advance(sum(b.counts["in"] for b in batches))
+            read += books[0].checkpoint.num_rows
+            run.read_so_far(read)
+            if more:
+                last = books[-1].checkpoint
+                texts = utf8_values(last.column("record"))
+                yield [(loads(text), origin, text) for origin, text in zip(last.column("origin").to_pylist(), texts)]
+        wall, total = time.perf_counter() - started, sum(worker_seconds) or 1.0
+        for stage, seconds in zip(stages, worker_seconds):
+            stage.seconds += wall * seconds / total
 
     @staticmethod
     def _book_read(stage: _Stage, batch: list[dict], started: float) -> Rows:

@@ -140,12 +140,17 @@ class Run:
         return self._warming(spec.read())  # format, file type and field mapping
 
     def _warming(self, items: Iterator) -> Iterator:
-        """``items``, starting the output's writer process once the input has shown it is large (the writer
-        then starts and imports while the steps run)."""
+        """``items``, noting how many were read (see ``read_so_far``)."""
         for n, item in enumerate(items, 1):
-            if n == outputs.PARALLEL_FROM and self._writer is None:
-                self._writer = Writer()
+            if n == outputs.PARALLEL_FROM:
+                self.read_so_far(n)
             yield item
+
+    def read_so_far(self, count: int) -> None:
+        """Once the input has shown it is large, start the output's writer process (it starts and imports
+        while the steps run)."""
+        if count >= outputs.PARALLEL_FROM and self._writer is None:
+            self._writer = Writer()
 
     def checkpoint_of(self, step: Step) -> Path:
         return self.dir.checkpoint(step.index, step.name)

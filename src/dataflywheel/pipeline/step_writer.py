@@ -143,16 +143,17 @@ class StepWriter:
         self._count(booked)
         return booked.kept
 
-    def add_booked(self, checkpoint: pa.Table, rejects: pa.Table, booked: "Booked") -> None:
-        """Book a batch booked elsewhere (a Ray worker ran ``book``): its checkpoint and reject rows as tables,
-        appended as they are, and its counts. Only steps that generate nothing are booked this way (a worker
-        cannot number generated records in the step's sequence)."""
-        if booked.counts.get("generated"):
+    def add_booked(self, checkpoint: pa.Table, rejects: pa.Table, *booked: "Booked") -> None:
+        """Book batches booked elsewhere (a worker ran ``book``): their checkpoint and reject rows as tables,
+        appended as they are, and each batch's counts, in order. Only steps that generate nothing are booked
+        this way (a worker cannot number generated records in the step's sequence)."""
+        if any(b.counts.get("generated") for b in booked):
             raise ValueError(f"step {self.name}: generated records must be booked by the run's own writer")
         self._ensure_sinks()
         self._records.add_table(checkpoint)
         self._rejects.add_table(rejects)
-        self._count(booked)
+        for batch in booked:
+            self._count(batch)
 
     def _count(self, booked: "Booked") -> None:
         counts = self._part_counts if self.parts is not None else self.counts

@@ -87,14 +87,18 @@ class Pool:
 
     def submit_batch(self, op: Operator, step: str, rows: list[tuple[dict, str, bytes | str | None]]) -> Future:
         """``apply_batch(op, step, records)`` in a worker; the future's result is ``(items, counters)``."""
-        if id(op) not in self._tokens:
-            # with this process's import path, so plugin modules import in workers started earlier
-            self._tokens[id(op)] = (uuid.uuid4().hex, pickle.dumps((list(sys.path), pickle.dumps(op))))
-        token, blob = self._tokens[id(op)]
+        token, blob = self.token(op)
         # the JSON text when every row has it: cheaper to send than the dicts
         payload = [text for _, _, text in rows] if all(text is not None for _, _, text in rows) else \
             [record for record, _, _ in rows]
         return self.submit(_apply, token, blob, step, payload)
+
+    def token(self, op: Operator) -> tuple[str, bytes]:
+        """The operator as workers load it (``operator``): a token naming it and its pickle, made once."""
+        if id(op) not in self._tokens:
+            # with this process's import path, so plugin modules import in workers started earlier
+            self._tokens[id(op)] = (uuid.uuid4().hex, pickle.dumps((list(sys.path), pickle.dumps(op))))
+        return self._tokens[id(op)]
 
     @staticmethod
     def collect(op: Operator, rows: list[tuple[dict, str, str | None]], future: Future) -> list[Item]:
@@ -163,8 +167,8 @@ def _watch(run_pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="dataflywheel-watch-run").start()
 
 
-def _apply(token: str, blob: bytes, step: str, payload: list) -> tuple[list[tuple], Counter]:
-    """In a worker: apply the operator to one batch; unchanged records are sent back as a flag only."""
+def operator(token: str, blob: bytes) -> Operator:
+    """In a worker: the operator of ``token`` (``Pool.token``), unpickled and set up on first use."""
     op = _OPS.get(token)
     if op is None:
         path, blob = pickle.loads(blob)
@@ -174,6 +178,12 @@ def _apply(token: str, blob: bytes, step: str, payload: list) -> tuple[list[tupl
         # released when the worker exits (the pool closes at the end of the run): multiprocessing runs
         # finalizers with an exit priority before a worker process ends
         multiprocessing.util.Finalize(op, op.teardown, exitpriority=10)
+    return op
+
+
+def _apply(token: str, blob: bytes, step: str, payload: list) -> tuple[list[tuple], Counter]:
+    """In a worker: apply the operator to one batch; unchanged records are sent back as a flag only."""
+    op = operator(token, blob)
     op.counters = Counter()
     batch = [r if isinstance(r, dict) else loads(r) for r in payload]  # JSON text (bytes or str) or records
     items = apply_batch(op, step, batch)

@@ -34,6 +34,7 @@ class LengthFilter(Filter):
     """Reject records whose instruction or response word (or token) count is outside the bounds."""
 
     name = "select.length_filter"
+    cpu_bound = True
     Config = LengthFilterConfig
 
     def _tokens(self, text: str) -> int:

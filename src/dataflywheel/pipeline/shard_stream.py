@@ -1,0 +1,107 @@
+"""One shard of the input read and carried through the leading worker steps, in a worker process.
+
+With worker processes and an input file, the local engine plans shards (``io.shards``: about four per worker)
+and each worker reads one, then runs the steps that may run in workers (CPU-bound, no models) over it, batch
+by batch as the engine would (a step's output re-batched to the batch size within the shard), booking every
+step as the engine does. The engine appends the booked tables to each step's files in shard order: the same
+files as reading in the run's process, with the reading and the per-record work spread over the cores (a
+step's batches restart at each shard, which a per-record operator does not see).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from dataflywheel.io import ReadReject
+from dataflywheel.io.shards import read_shard, shard_from_json
+from dataflywheel.pipeline.apply import apply_batch
+from dataflywheel.pipeline.run_dir import CHECKPOINT_SCHEMA, REJECT_SCHEMA, columns_table, rows_table
+from dataflywheel.pipeline.step_writer import Booked, Rows, book, book_read
+
+
+@dataclass
+class StepShard:
+    """One step's books for one shard: its checkpoint and reject rows, each batch's booking summary (in order:
+    failure watching counts batches), the worker's time in the step and the operator's counters."""
+
+    checkpoint: pa.Table
+    rejects: pa.Table
+    batches: list[dict]
+    seconds: float
+    counters: Counter
+
+    def booked(self) -> list[Booked]:
+        return [Booked.from_summary(summary) for summary in self.batches]
+
+
+@dataclass
+class _Books:
+    columns: dict[str, list] = field(default_factory=lambda: {name: [] for name in CHECKPOINT_SCHEMA.names})
+    rejects: list[dict] = field(default_factory=list)
+    batches: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, booked: Booked, seconds: float) -> None:
+        for name, values in booked.checkpoint.items():
+            self.columns[name].extend(values)
+        self.rejects.extend(booked.rejects)
+        self.batches.append(booked.summary())
+        self.seconds += seconds
+
+    def done(self, counters: Counter) -> StepShard:
+        return StepShard(columns_table(self.columns, CHECKPOINT_SCHEMA), rows_table(self.rejects, REJECT_SCHEMA),
+                         self.batches, self.seconds, counters)
+
+
+def stream_shard(shard: list[dict], *, fmt: str | None, fields: dict | None, size: int, read_step: str,
+                 steps: list[tuple[str, str, bytes]]) -> list[StepShard]:
+    """Read ``shard`` (``io.shards.shard_json``) and run ``steps`` ((name, token, operator blob) of worker
+    steps, in order) over it; the books of the read step and of each step. Read errors are raised as they are
+    (the engine names the input)."""
+    from dataflywheel.pipeline.workers import operator
+
+    ops = [(name, operator(token, blob)) for name, token, blob in steps]
+    for _, op in ops:
+        op.counters = Counter()
+    books = [_Books() for _ in range(len(ops) + 1)]
+    buffers: list[Rows] = [[] for _ in ops]
+
+    def push(k: int, rows: Rows) -> None:
+        if k < len(ops):
+            buffers[k].extend(rows)
+            while len(buffers[k]) >= size:
+                batch, buffers[k] = buffers[k][:size], buffers[k][size:]
+                process(k, batch)
+
+    def process(k: int, rows: Rows) -> None:
+        name, op = ops[k]
+        started = time.perf_counter()
+        booked = book(name, apply_batch(op, name, [record for record, _, _ in rows]), rows)
+        books[k + 1].add(booked, time.perf_counter() - started)
+        push(k + 1, booked.kept)
+
+    def read(items: list) -> None:
+        booked = book_read(read_step, items)
+        books[0].add(booked, time.perf_counter() - started)
+        push(0, booked.kept)
+
+    items: list = []
+    records = 0
+    started = time.perf_counter()
+    for item in read_shard(shard_from_json(shard), fmt, fields):
+        items.append(item)
+        records += not isinstance(item, ReadReject)
+        if records >= size:
+            read(items)
+            items, records, started = [], 0, time.perf_counter()
+    if items:
+        read(items)
+    for k in range(len(ops)):
+        if buffers[k]:
+            rows, buffers[k] = buffers[k], []
+            process(k, rows)
+    return [books[0].done(Counter())] + [b.done(op.counters) for b, (_, op) in zip(books[1:], ops)]
