@@ -96,3 +96,21 @@ def test_categories_after_rebalancing_count_the_repeats(tmp_path):
     LocalExecutor(recipe, quiet=True).execute()
     html = (tmp_path / "run" / "report.html").read_text()
     assert "kept, meta.repeat counted" in html
+
+
+def test_lengths_count_words_until_the_tokenizer_is_there_then_tokens(monkeypatch, tmp_path):
+    """The bundled tokenizer is loaded once per process; a run's report made before the bundled model was
+    first converted (no tokenizer.json yet) counts words, and a later one, once it is there, tokens."""
+    from dataflywheel.models import bundled
+    from dataflywheel.report import build
+
+    bundled.smollm2_dir()  # the bundled model converted: its tokenizer.json is there (cached after the first run)
+    monkeypatch.setattr(build, "_TOKENIZER", [])
+    real = bundled.model_cache_dir
+    monkeypatch.setattr(bundled, "model_cache_dir", lambda: tmp_path)
+    unit, count = build._length_unit()
+    assert unit == "words" and count(["two words"]) == [2] and build._TOKENIZER == []
+    monkeypatch.setattr(bundled, "model_cache_dir", real)
+    build.prepare()
+    unit, count = build._length_unit()
+    assert unit == "tokens" and len(build._TOKENIZER) == 1 and count(["two words"])[0] >= 2

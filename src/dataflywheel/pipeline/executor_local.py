@@ -200,6 +200,8 @@ class LocalEngine:
                     stage.step.op.counters.update(part.counters)
                 worker_seconds[n] += part.seconds
                 stage.advance(sum(b.counts["in"] for b in batches))
+            if not read:  # the workers go on with the next shards meanwhile
+                run.prepare_report()
             read += books[0].checkpoint.num_rows
             run.read_so_far(read)
             if more:
@@ -377,6 +379,7 @@ class LocalExecutor:
 
     def execute(self, *, resume: bool = False, force: bool = False, report: bool = True) -> dict:
         """Run every step not yet finished; return the manifest."""
+        self.books.report_wanted = report
         plan = self.books.start(resume=resume, force=force)
         try:
             with StepProgress(quiet=self.quiet) as progress:

@@ -80,6 +80,7 @@ class Run:
         self._started = 0.0
         self.written_output = None  # an output file the engine wrote itself (``output.WrittenOutput``)
         self._writer: Writer | None = None  # a writer process started while reading a large input
+        self.report_wanted = True  # whether this run will write report.html (``finish(report=...)``)
 
     def _registry(self, spent: dict | None = None) -> ModelRegistry:
         limits = self.recipe.max_budget
@@ -145,6 +146,13 @@ class Run:
             if n == outputs.PARALLEL_FROM:
                 self.read_so_far(n)
             yield item
+
+    def prepare_report(self) -> None:
+        """Load what the report will need (its tokenizer), when this process would otherwise wait."""
+        if self.report_wanted:
+            from dataflywheel.report.build import prepare
+
+            prepare()
 
     def read_so_far(self, count: int) -> None:
         """Once the input has shown it is large, start the output's writer process (it starts and imports
