@@ -31,6 +31,14 @@ def run_files(root):
             if p.is_file() and p.suffix in (".parquet", ".jsonl")}
 
 
+def run_with(tmp_path, workers, data, steps):
+    """(manifest, run_files) of ``steps`` over ``data`` with ``workers`` worker processes."""
+    recipe = parse_recipe({"input": {"path": str(data)}, "output": {"dir": str(tmp_path / f"w{workers}")},
+                           "plugins": [PLUGIN], "batch_size": 8, "workers": workers, "steps": steps})
+    executor = LocalExecutor(recipe, quiet=True)
+    return executor.execute(), run_files(executor.run_dir.root)
+
+
 def test_workers_write_the_same_files_as_one_process(tmp_path, monkeypatch):
     sent = []
     submit_batch, map_ordered = workers_module.Pool.submit_batch, workers_module.Pool.map
@@ -47,11 +55,7 @@ def test_workers_write_the_same_files_as_one_process(tmp_path, monkeypatch):
     monkeypatch.setattr(workers_module.Pool, "map", spy_map)
     manifests, files = {}, {}
     for workers in (1, 2):
-        recipe = parse_recipe({"input": {"path": str(EXAMPLE_DATA)}, "output": {"dir": str(tmp_path / f"w{workers}")},
-                               "plugins": [PLUGIN], "batch_size": 8, "workers": workers, "steps": STEPS})
-        executor = LocalExecutor(recipe, quiet=True)
-        manifests[workers] = executor.execute()
-        files[workers] = run_files(executor.run_dir.root)
+        manifests[workers], files[workers] = run_with(tmp_path, workers, EXAMPLE_DATA, STEPS)
         if workers == 1:
             assert sent == [], "workers: 1 must run everything in this process"
     # the CPU-bound steps went to the pool, batch by batch; normalize and the selectors' decisions stayed here
@@ -158,13 +162,8 @@ def test_workers_read_the_input_in_shards_and_write_the_same_files(tmp_path, mon
     monkeypatch.setattr(workers_module.Pool, "map", spy_map)
     steps = [{"op": "select.alpaca_rules"}, {"op": "test.odd_words"}, {"op": "enhance.normalize"},
              {"op": "select.repetition_filter", "min_words": 5}, {"op": "select.exact_dedup", "field": "instruction"}]
-    manifests, files = {}, {}
-    for workers in (1, 2):
-        recipe = parse_recipe({"input": {"path": str(data)}, "output": {"dir": str(tmp_path / f"w{workers}")},
-                               "plugins": [PLUGIN], "batch_size": 8, "workers": workers, "steps": steps})
-        executor = LocalExecutor(recipe, quiet=True)
-        manifests[workers] = executor.execute()
-        files[workers] = run_files(executor.run_dir.root)
+    (manifest_1, files_1), (manifest_2, files_2) = (run_with(tmp_path, w, data, steps) for w in (1, 2))
+    manifests, files = {1: manifest_1, 2: manifest_2}, {1: files_1, 2: files_2}
     assert sharded and sharded[0][0] == "stream_shard" and sharded[0][1] > 3
     assert files[1].keys() == files[2].keys()
     for name in files[1]:
