@@ -33,3 +33,41 @@ class OddWords(Filter):
             with open(f"{self.config.teardown_marker}.{os.getpid()}", "w") as marker:
                 marker.write(str(self.counters["records judged"]))
         super().teardown()
+
+
+class SlowHereConfig(OpConfig):
+    seconds_per_batch: float = 0.05
+
+
+@register
+class SlowHere(Filter):
+    """Keeps everything, slowly, in the run's process (not CPU-bound): a step after the worker steps."""
+
+    name = "test.slow_here"
+    Config = SlowHereConfig
+
+    def reject_reasons(self, records):
+        time.sleep(self.config.seconds_per_batch)
+        return [None] * len(records)
+
+
+class BrokenSetupConfig(OpConfig):
+    pass
+
+
+@register
+class BrokenSetup(Filter):
+    """A CPU-bound filter whose set-up fails with a ValueError (not a read error) in a worker process."""
+
+    name = "test.broken_setup"
+    Config = BrokenSetupConfig
+    cpu_bound = True
+
+    def setup(self):
+        import multiprocessing
+
+        if multiprocessing.parent_process() is not None:
+            raise ValueError("set-up broke")
+
+    def reject_reasons(self, records):
+        return [None] * len(records)

@@ -138,10 +138,9 @@ def test_resume_after_sigkill_with_workers_is_byte_identical(tmp_path):
         assert pq.read_table(a).equals(pq.read_table(b))
 
 
-def test_workers_read_the_input_in_shards_and_write_the_same_files(tmp_path, monkeypatch):
-    """With workers and an input file, workers read shards of it and run the worker steps that follow reading
-    (the rest stays here): the same checkpoints, rejects, output and counts as one process, unreadable rows
-    included."""
+@pytest.fixture
+def sharded(tmp_path, monkeypatch):
+    """(input directory split into several shards, the (function, items) of every pool map)."""
     from dataflywheel.io import shards as shards_module
 
     data = tmp_path / "data"
@@ -151,15 +150,23 @@ def test_workers_read_the_input_in_shards_and_write_the_same_files(tmp_path, mon
     (data / "b.jsonl").write_text("\n".join(lines[120:150] + ["{not json", '{"instruction": 3}'] + lines[150:]) + "\n",
                                   encoding="utf-8")
     monkeypatch.setattr(shards_module, "MIN_SHARD_BYTES", 4096)  # several shards of a small input
-    sharded = []
+    maps = []
     map_ordered = workers_module.Pool.map
 
     def spy_map(self, fn, items):
         items = list(items)
-        sharded.append((getattr(fn, "func", fn).__name__, len(items)))
+        maps.append((getattr(fn, "func", fn).__name__, len(items)))
         return map_ordered(self, fn, items)
 
     monkeypatch.setattr(workers_module.Pool, "map", spy_map)
+    return data, maps
+
+
+def test_workers_read_the_input_in_shards_and_write_the_same_files(tmp_path, sharded):
+    """With workers and an input file, workers read shards of it and run the worker steps that follow reading
+    (the rest stays here): the same checkpoints, rejects, output and counts as one process, unreadable rows
+    included."""
+    data, sharded = sharded
     steps = [{"op": "select.alpaca_rules"}, {"op": "test.odd_words"}, {"op": "enhance.normalize"},
              {"op": "select.repetition_filter", "min_words": 5}, {"op": "select.exact_dedup", "field": "instruction"}]
     (manifest_1, files_1), (manifest_2, files_2) = (run_with(tmp_path, w, data, steps) for w in (1, 2))
@@ -172,3 +179,44 @@ def test_workers_read_the_input_in_shards_and_write_the_same_files(tmp_path, mon
                  for s in manifests[w]["steps"]] for w in (1, 2)}
     assert steps[1] == steps[2]
     assert steps[2][0]["unreadable"] == 2 and steps[2][2]["counters"] == {"records judged": steps[2][2]["in"]}
+
+
+def test_a_step_after_the_worker_steps_keeps_its_own_seconds(tmp_path, sharded):
+    """The steps run by workers are timed without the steps that follow them here (which run while reading
+    waits for them to take the next batch)."""
+    data, maps = sharded
+    started = time.perf_counter()
+    manifest, _ = run_with(tmp_path, 2, data, [{"op": "test.odd_words"},
+                                               {"op": "test.slow_here", "seconds_per_batch": 0.2}])
+    wall = time.perf_counter() - started
+    seconds = {s["name"]: s["seconds"] for s in manifest["steps"]}
+    assert maps and maps[0][0] == "stream_shard"
+    assert seconds["slow_here"] >= 0.2 * (manifest["steps"][2]["in"] // 8)  # its own sleeps, batch by batch
+    assert sum(seconds.values()) <= wall  # each second counted once (the slow step's ~2 s were counted twice)
+
+
+def test_an_error_of_a_worker_step_is_not_called_a_read_error(tmp_path, sharded):
+    data, maps = sharded
+    with pytest.raises(ValueError, match="set-up broke") as raised:
+        run_with(tmp_path, 2, data, [{"op": "test.broken_setup"}])
+    assert "cannot read input" not in str(raised.value) and maps[0][0] == "stream_shard"
+
+
+def test_compressed_input_and_token_bounds_stay_out_of_shards(tmp_path, sharded):
+    """A gzipped file is read whole (a worker would hold it all): the run's process reads it. The length
+    filter goes to workers only without token bounds (those load a tokenizer)."""
+    import gzip
+
+    from dataflywheel.ops import get_operator
+    from dataflywheel.pipeline.workers import pooled
+
+    data, maps = sharded
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    for file in data.iterdir():
+        with gzip.open(packed / (file.name + ".gz"), "wb") as out:
+            out.write(file.read_bytes())
+    manifest, files = run_with(tmp_path, 2, packed, [{"op": "test.odd_words"}])
+    assert not [m for m in maps if m[0] == "stream_shard"] and manifest["steps"][0]["unreadable"] == 2
+    length = get_operator("select.length_filter")
+    assert pooled(length(length.Config())) and not pooled(length(length.Config(max_response_tokens=100)))

@@ -104,6 +104,13 @@ def _bytes(piece: Piece) -> int:
     return path.stat().st_size
 
 
+def bounded(shard: list[Piece]) -> bool:
+    """Whether a shard is at most ``MAX_SHARD_BYTES`` of uncompressed JSONL or Parquet row groups (what a worker
+    can read and book whole in bounded memory; a compressed file or a CSV is read whole, of any size)."""
+    return (all(p.kind in ("jsonl", "parquet") and not p.path.endswith(".gz") for p in shard)
+            and sum(_bytes(p) for p in shard) <= MAX_SHARD_BYTES)
+
+
 def plan_shards(path: str | Path, file_type: str | None = None, *, workers: int = 1) -> list[list[Piece]]:
     """The shards of an input, in reading order: about four per worker, each of 1-64 MB where the input allows
     (a compressed file or a JSON array is one piece; a small file shares a shard with its neighbours)."""

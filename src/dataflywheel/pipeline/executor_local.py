@@ -5,6 +5,9 @@ through all of them without re-reading checkpoints, and each step still writes i
 sees exactly the batches it would see reading the previous checkpoint (outputs are re-batched to
 ``batch_size``), so a resumed run ends byte-identical. Selectors and generators run on their own.
 CPU-bound operators without models run their batches in a process pool (``workers``), booked in order.
+With workers and an input file whose first step is CPU-bound, workers read the input in shards and run
+the CPU-bound steps that follow over their shard (``shard_stream``): the same rows in the same order, but
+a step's batches restart at each shard.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any, Iterable, Iterator
 
 from dataflywheel.errors import DiskFullError, FatalError, out_of_space
 from dataflywheel.io import ReadReject
-from dataflywheel.io.shards import plan_shards, shard_json
+from dataflywheel.io.shards import bounded, shard_json
 from dataflywheel.ops.base import (Filter, Generator, Mapper, NoveltyConfig, PoolGenerator, PoolView, Scorer, Selection,
                                     Selector)
 from dataflywheel.pipeline.apply import Item, apply_batch, apply_selection, passed_inputs
@@ -26,10 +29,10 @@ from dataflywheel.pipeline.progress import StepProgress
 from dataflywheel.pipeline.recipe import Recipe
 from dataflywheel.pipeline.run import Run, RunError, Step, add_usage, usage_delta
 from dataflywheel.pipeline.run_dir import iter_checkpoint_rows, utf8_values
-from dataflywheel.pipeline.shard_stream import stream_shard
+from dataflywheel.pipeline.shard_stream import READ_ERRORS, ShardReadError, plan_input, stream_shard, unreadable_input
 from dataflywheel.pipeline.step_writer import Rows, StepWriter
 from dataflywheel.pipeline.workers import Pool, active, default_workers, pooled
-from dataflywheel.records import RecordError, loads
+from dataflywheel.records import loads
 
 STREAMED = (Filter, Mapper, Scorer)
 
@@ -148,8 +151,8 @@ class LocalEngine:
                 if len(batch) >= self.size:
                     yield self._book_read(stage, batch, started)
                     started, batch = time.perf_counter(), []
-        except (FileNotFoundError, RecordError, ValueError) as err:
-            raise RunError(f"cannot read input {run.recipe.input.path if run.recipe.input else 'data'}: {err}") from err
+        except READ_ERRORS as err:
+            raise unreadable_input(run.recipe.input.path if run.recipe.input else "data", err) from err
         if batch:
             yield self._book_read(stage, batch, started)
 
@@ -163,34 +166,32 @@ class LocalEngine:
 
     def _shards(self, run: Run, group: list[Step]) -> list | None:
         """The input's shards when workers should read it (several workers, an input file, a worker step
-        right after reading, and more than one shard); None to read it here."""
+        right after reading, more than one shard, each of bounded size: no compressed file, CSV or JSON array,
+        which a worker would read and hold whole); None to read it here."""
         spec = run.recipe.input
         if self.pool.workers < 2 or group[0].op is not None or run.data is not None or spec is None \
                 or not self._worker_steps(group):
             return None
-        try:
-            shards = plan_shards(spec.path, None if spec.file_type == "auto" else spec.file_type,
-                                 workers=self.pool.workers)
-        except (FileNotFoundError, RecordError, ValueError) as err:
-            raise RunError(f"cannot read input {spec.path}: {err}") from err
-        return shards if len(shards) > 1 else None
+        shards = plan_input(spec, self.pool.workers)
+        return shards if len(shards) > 1 and all(bounded(shard) for shard in shards) else None
 
     def _read_shards(self, run: Run, stages: list[_Stage], shards: list, *, more: bool) -> Iterator[Rows]:
         """Reading and the worker steps (``stages``) in workers, a shard each; books each step's tables in
-        shard order and yields the last worker step's kept rows when steps follow (``more``). A step's seconds
-        are its share, by its workers' time, of the wall time of this part of the stream."""
+        shard order and yields the last worker step's kept rows, a batch at a time, when steps follow
+        (``more``). A step's seconds are its share, by its workers' time, of the time spent here (not in the
+        steps that follow)."""
         spec = run.recipe.input
         task = partial(stream_shard, fmt=None if spec.format == "auto" else spec.format, fields=spec.fields,
                        size=self.size, read_step=stages[0].step.name,
                        steps=[(s.step.name, *self.pool.token(s.step.op)) for s in stages[1:]])
-        started, read = time.perf_counter(), 0
+        started, read, elsewhere = time.perf_counter(), 0, 0.0
         worker_seconds = [0.0] * len(stages)
         results = self.pool.map(task, [shard_json(shard) for shard in shards])
         while True:
             try:
                 books = next(results, None)
-            except (FileNotFoundError, RecordError, ValueError) as err:  # as reading here reports it
-                raise RunError(f"cannot read input {spec.path}: {err}") from err
+            except ShardReadError as err:  # as reading here reports it
+                raise unreadable_input(spec.path, err) from err
             if books is None:
                 break
             for n, (stage, part) in enumerate(zip(stages, books)):
@@ -206,9 +207,14 @@ class LocalEngine:
             run.read_so_far(read)
             if more:
                 last = books[-1].checkpoint
-                texts = utf8_values(last.column("record"))
-                yield [(loads(text), origin, text) for origin, text in zip(last.column("origin").to_pylist(), texts)]
-        wall, total = time.perf_counter() - started, sum(worker_seconds) or 1.0
+                origins, texts = last.column("origin").to_pylist(), utf8_values(last.column("record"))
+                for i in range(0, len(texts), self.size):
+                    rows = [(loads(text), origin, text) for origin, text in zip(origins[i:i + self.size],
+                                                                                texts[i:i + self.size])]
+                    away = time.perf_counter()
+                    yield rows
+                    elsewhere += time.perf_counter() - away
+        wall, total = time.perf_counter() - started - elsewhere, sum(worker_seconds) or 1.0
         for stage, seconds in zip(stages, worker_seconds):
             stage.seconds += wall * seconds / total
 

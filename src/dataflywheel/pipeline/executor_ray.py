@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataflywheel.errors import FatalError
-from dataflywheel.io.shards import plan_shards, shard_json
+from dataflywheel.io.shards import shard_json
 from dataflywheel.ops.base import Selection
 from dataflywheel.pipeline.executor_local import LocalEngine, LocalExecutor
 from dataflywheel.pipeline.output import OutputError, WrittenOutput, write_chunks
@@ -33,9 +33,10 @@ from dataflywheel.pipeline.progress import StepProgress
 from dataflywheel.pipeline.ray_apply import (ApplyActor, apply_task, decide_task, operator_blob, output_task,
                                               raise_fatal, read_task, table_from_bytes)
 from dataflywheel.pipeline.recipe import RaySpec
+from dataflywheel.pipeline.shard_stream import plan_input
 from dataflywheel.pipeline.run import Run, RunError, Step, add_usage
 from dataflywheel.pipeline.step_writer import Booked
-from dataflywheel.records import RecordError, dumps
+from dataflywheel.records import dumps
 
 log = logging.getLogger("dataflywheel.ray")
 
@@ -206,10 +207,7 @@ class RayEngine(LocalEngine):
         appends what they booked, in order."""
         spec, started = run.recipe.input, time.perf_counter()
         writer = run.begin_step(step)
-        try:
-            plan = plan_shards(spec.path, None if spec.file_type == "auto" else spec.file_type, workers=self.cpus())
-        except (FileNotFoundError, RecordError, ValueError) as err:
-            raise RunError(f"cannot read input {spec.path}: {err}") from err
+        plan = plan_input(spec, self.cpus())
         if plan:
             shards = [{"batch": n, "shard": json.dumps(shard_json(shard))} for n, shard in enumerate(plan)]
             data = self.ray.data.from_items(shards, override_num_blocks=len(shards)).map_batches(

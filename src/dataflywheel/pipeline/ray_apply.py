@@ -25,7 +25,7 @@ from dataflywheel.io.shards import read_shard, shard_from_json
 from dataflywheel.models.cache import CallCache
 from dataflywheel.ops.base import Operator, Selection
 from dataflywheel.pipeline.apply import apply_batch, apply_selection
-from dataflywheel.pipeline.run_dir import CHECKPOINT_SCHEMA, REJECT_SCHEMA, columns_table, rows_table
+from dataflywheel.pipeline.run_dir import CHECKPOINT_SCHEMA, REJECT_SCHEMA, columns_table, rows_table, utf8_values
 from dataflywheel.pipeline.step_writer import Booked, book, book_read
 from dataflywheel.io.writers import record_to_rows
 from dataflywheel.records import RecordError, dump_bytes, loads
@@ -112,7 +112,7 @@ def _spans(batches: list[int]) -> Iterator[tuple[int, int]]:
 
 def _texts(table: pa.Table) -> list[bytes]:
     """The record JSON of a block as UTF-8 bytes: parsed fastest, and written back as it is."""
-    return table.column("record").cast(pa.binary()).to_pylist()
+    return utf8_values(table.column("record"))
 
 
 def _add(out: dict, number: int, booked: Booked | None, stats: dict) -> None:

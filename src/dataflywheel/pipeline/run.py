@@ -148,17 +148,26 @@ class Run:
             yield item
 
     def prepare_report(self) -> None:
-        """Load what the report will need (its tokenizer), when this process would otherwise wait."""
+        """Load what the report will need (its tokenizer), when this process would otherwise wait. Only a head
+        start: whatever fails here fails again where the report is built, after the output is written, and is
+        reported there."""
         if self.report_wanted:
             from dataflywheel.report.build import prepare
 
-            prepare()
+            try:
+                prepare()
+            except Exception:  # noqa: BLE001 - not lost: building the report raises it again, at the end
+                pass
 
     def read_so_far(self, count: int) -> None:
         """Once the input has shown it is large, start the output's writer process (it starts and imports
-        while the steps run)."""
+        while the steps run). Only a head start: a writer that cannot start now is started, or reported, at
+        the end."""
         if count >= outputs.PARALLEL_FROM and self._writer is None:
-            self._writer = Writer()
+            try:
+                self._writer = Writer()
+            except OSError:
+                pass  # the end of the run starts one (and says why when it cannot)
 
     def checkpoint_of(self, step: Step) -> Path:
         return self.dir.checkpoint(step.index, step.name)

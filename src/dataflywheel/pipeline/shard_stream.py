@@ -4,8 +4,9 @@ With worker processes and an input file, the local engine plans shards (``io.sha
 and each worker reads one, then runs the steps that may run in workers (CPU-bound, no models) over it, batch
 by batch as the engine would (a step's output re-batched to the batch size within the shard), booking every
 step as the engine does. The engine appends the booked tables to each step's files in shard order: the same
-files as reading in the run's process, with the reading and the per-record work spread over the cores (a
-step's batches restart at each shard, which a per-record operator does not see).
+rows in the same order as reading in the run's process, with the reading and the per-record work spread over
+the cores (a step's batches restart at each shard, which a per-record operator does not see; the files' row
+groups differ).
 """
 
 from __future__ import annotations
@@ -17,10 +18,33 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from dataflywheel.io import ReadReject
-from dataflywheel.io.shards import read_shard, shard_from_json
+from dataflywheel.io.shards import Piece, plan_shards, read_shard, shard_from_json
 from dataflywheel.pipeline.apply import apply_batch
 from dataflywheel.pipeline.run_dir import CHECKPOINT_SCHEMA, REJECT_SCHEMA, columns_table, rows_table
 from dataflywheel.pipeline.step_writer import Booked, Rows, book, book_read
+from dataflywheel.records import RecordError
+
+READ_ERRORS = (FileNotFoundError, RecordError, ValueError)
+"""What reading an input raises when the input cannot be read (the engine names the input)."""
+
+
+class ShardReadError(Exception):
+    """Reading a shard failed (one of ``READ_ERRORS``, by its text): not an error of a step run over it."""
+
+
+def unreadable_input(path, err: BaseException):
+    """The run's error for an input it cannot read."""
+    from dataflywheel.pipeline.run import RunError
+
+    return RunError(f"cannot read input {path}: {err}")
+
+
+def plan_input(spec, workers: int) -> list[list[Piece]]:
+    """The shards of a recipe's ``input`` (``io.shards.plan_shards``); RunError when it cannot be read."""
+    try:
+        return plan_shards(spec.path, None if spec.file_type == "auto" else spec.file_type, workers=workers)
+    except READ_ERRORS as err:
+        raise unreadable_input(spec.path, err) from err
 
 
 @dataclass
@@ -60,8 +84,8 @@ class _Books:
 def stream_shard(shard: list[dict], *, fmt: str | None, fields: dict | None, size: int, read_step: str,
                  steps: list[tuple[str, str, bytes]]) -> list[StepShard]:
     """Read ``shard`` (``io.shards.shard_json``) and run ``steps`` ((name, token, operator blob) of worker
-    steps, in order) over it; the books of the read step and of each step. Read errors are raised as they are
-    (the engine names the input)."""
+    steps, in order) over it; the books of the read step and of each step. A read error is raised as a
+    ``ShardReadError`` (the engine names the input); an error of a step, as it is."""
     from dataflywheel.pipeline.workers import operator
 
     ops = [(name, operator(token, blob)) for name, token, blob in steps]
@@ -92,7 +116,7 @@ def stream_shard(shard: list[dict], *, fmt: str | None, fields: dict | None, siz
     items: list = []
     records = 0
     started = time.perf_counter()
-    for item in read_shard(shard_from_json(shard), fmt, fields):
+    for item in _read(read_shard(shard_from_json(shard), fmt, fields)):
         items.append(item)
         records += not isinstance(item, ReadReject)
         if records >= size:
@@ -105,3 +129,16 @@ def stream_shard(shard: list[dict], *, fmt: str | None, fields: dict | None, siz
             rows, buffers[k] = buffers[k], []
             process(k, rows)
     return [books[0].done(Counter())] + [b.done(op.counters) for b, (_, op) in zip(books[1:], ops)]
+
+
+def _read(items):
+    """``items`` of a shard's reader, its read errors raised as ``ShardReadError`` (only the reading is guarded:
+    the steps run between two items)."""
+    while True:
+        try:
+            item = next(items)
+        except StopIteration:
+            return
+        except READ_ERRORS as err:
+            raise ShardReadError(str(err)) from None
+        yield item

@@ -34,8 +34,12 @@ class LengthFilter(Filter):
     """Reject records whose instruction or response word (or token) count is outside the bounds."""
 
     name = "select.length_filter"
-    cpu_bound = True
     Config = LengthFilterConfig
+
+    @property
+    def cpu_bound(self) -> bool:
+        """Word counts are pure Python, worth worker processes; token bounds load a tokenizer (once, here)."""
+        return self.config.max_instruction_tokens is None and self.config.max_response_tokens is None
 
     def _tokens(self, text: str) -> int:
         from dataflywheel.models import load_tokenizer
