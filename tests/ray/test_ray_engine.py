@@ -242,13 +242,13 @@ def test_tasks_read_the_input_in_shards_same_as_the_driver(ray_cluster, tmp_path
 
 def test_input_workers_cannot_open_is_named_and_the_driver_can_read_instead(ray_cluster, tmp_path, monkeypatch):
     from dataflywheel.io.shards import Piece
-    from dataflywheel.pipeline import executor_ray
+    from dataflywheel.pipeline import shard_stream
     from dataflywheel.pipeline.run import RunError
 
     data = {"input": {"path": str(EXAMPLE_DATA)}, "output": {"dir": str(tmp_path / "run")}, "cache": "off",
             "steps": [{"op": "select.exact_dedup"}]}
     # as on a node without the driver's files: the path the driver planned does not exist where the task runs
-    monkeypatch.setattr(executor_ray, "plan_shards", lambda *a, **k: [[Piece(str(tmp_path / "elsewhere.jsonl"), "jsonl")]])
+    monkeypatch.setattr(shard_stream, "plan_shards", lambda *a, **k: [[Piece(str(tmp_path / "elsewhere.jsonl"), "jsonl")]])
     with pytest.raises(RunError, match="cannot open the input .*elsewhere.jsonl.*ray.read_on: driver"):
         RayExecutor(parse_recipe(data), quiet=True).execute(report=False)
     manifest = RayExecutor(parse_recipe({**data, "ray": {"read_on": "driver"}, "output": {"dir": str(tmp_path / "d")}}),
