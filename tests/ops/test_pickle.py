@@ -30,7 +30,9 @@ def context(tmp_path_factory):
     return OpContext(seed=3, models=registry, quiet=True)
 
 
-@pytest.mark.parametrize("name", sorted(all_operators()))
+# the package's operators (test doubles registered by test modules collected earlier, some failing on purpose,
+# are not the registry a user gets)
+@pytest.mark.parametrize("name", sorted(n for n, c in all_operators().items() if not c.__module__.startswith("tests.")))
 def test_operator_pickles_with_its_context(name, context):
     cls = all_operators()[name]
     op = cls(cls.Config(**REQUIRED.get(name, {})), context)
