@@ -35,8 +35,9 @@ def _column(values: list, kind: pa.DataType) -> pa.Array:
     """An Arrow column of ``values``. Built directly rather than by ``pa.array``, which imports pandas on
     first use (half a second of every run's first batch)."""
     if kind == pa.string():
-        if values and all(type(v) is bytes for v in values):  # record JSON: its UTF-8 as one buffer
-            return _utf8_column(values)
+        joined = _utf8_column(values) if values and all(type(v) is bytes for v in values) else None
+        if joined is not None:  # record JSON: its UTF-8 as one buffer
+            return joined
         builder = pa.lib.StringBuilder()
         builder.append_values(values)
         return builder.finish()
@@ -48,16 +49,15 @@ def _column(values: list, kind: pa.DataType) -> pa.Array:
     return pa.array(values, type=kind)
 
 
-def _utf8_column(values: list[bytes]) -> pa.Array:
+def _utf8_column(values: list[bytes]) -> pa.Array | None:
     """A string column of UTF-8 ``values``, their bytes joined into one buffer (about half the time of a
-    ``StringBuilder``, which looks at each value), checked to be UTF-8 all at once."""
+    ``StringBuilder``, which looks at each value), checked to be UTF-8 all at once; None past the 2 GB a
+    string column's offsets hold (a builder splits it)."""
     lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
     offsets = np.zeros(len(values) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    if offsets[-1] > np.iinfo(np.int32).max:  # a string column holds at most 2 GB: a builder splits it
-        builder = pa.lib.StringBuilder()
-        builder.append_values(values)
-        return builder.finish()
+    if offsets[-1] > np.iinfo(np.int32).max:
+        return None
     column = pa.Array.from_buffers(pa.string(), len(values), [None, pa.py_buffer(offsets.astype(np.int32)),
                                                               pa.py_buffer(b"".join(values))])
     column.validate(full=True)  # raises on bytes that are not UTF-8 (the builder would keep them)
