@@ -148,16 +148,12 @@ class Run:
             yield item
 
     def prepare_report(self) -> None:
-        """Load what the report will need (its tokenizer), when this process would otherwise wait. Only a head
-        start: whatever fails here fails again where the report is built, after the output is written, and is
-        reported there."""
+        """Load what the report will need (its tokenizer), when this process would otherwise wait. A bundled
+        tokenizer that is there but cannot be loaded stops the run here, as it would stop it at the report."""
         if self.report_wanted:
             from dataflywheel.report.build import prepare
 
-            try:
-                prepare()
-            except Exception:  # noqa: BLE001 - not lost: building the report raises it again, at the end
-                pass
+            prepare()
 
     def read_so_far(self, count: int) -> None:
         """Once the input has shown it is large, start the output's writer process (it starts and imports
