@@ -26,6 +26,7 @@ from dataflywheel.ops.base import (Filter, Generator, Mapper, NoveltyConfig, Poo
 from dataflywheel.pipeline.apply import Item, apply_batch, apply_selection, passed_inputs
 from dataflywheel.pipeline.novelty import PoolNovelty, screen_outputs, screen_round
 from dataflywheel.pipeline.progress import StepProgress
+from dataflywheel.pipeline.rebatch import Rebatch
 from dataflywheel.pipeline.recipe import Recipe
 from dataflywheel.pipeline.run import Run, RunError, Step, add_usage, usage_delta
 from dataflywheel.pipeline.run_dir import iter_checkpoint_rows, utf8_values
@@ -50,11 +51,10 @@ def _ready(future) -> bool:
 
 
 class _Stage:
-    """One streamed step: its operator, its books, and the buffer that re-batches its input."""
+    """One streamed step: its operator, its books, its time and usage, and its batches out in the pool."""
 
     def __init__(self, step: Step, writer: StepWriter, advance):
         self.step, self.writer, self.advance = step, writer, advance
-        self.buffer: Rows = []
         self.seconds = 0.0
         self.usage: dict = {}  # model usage of this step alone (the stream's steps share the models)
         self.pending: deque = deque()  # (rows, future or None) sent to the pool, booked in this order
@@ -117,6 +117,7 @@ class LocalEngine:
                 stages.append(_Stage(step, run.begin_step(step), advance))
                 if step.op is not None:
                     step.op.setup()
+            self._rebatch = Rebatch(len(stages), self.size, lambda k, batch: self._process(stages, k, batch))
             try:
                 shards = self._shards(run, group)
                 if shards:  # workers read and run the leading worker steps
@@ -226,19 +227,11 @@ class LocalEngine:
         return kept
 
     def _push(self, stages: list[_Stage], k: int, rows: Rows) -> None:
-        if k >= len(stages):
-            return
-        stage = stages[k]
-        stage.buffer.extend(rows)
-        while len(stage.buffer) >= self.size:
-            batch, stage.buffer = stage.buffer[:self.size], stage.buffer[self.size:]
-            self._process(stages, k, batch)
+        self._rebatch.push(k, rows)
 
     def _drain(self, stages: list[_Stage], k: int) -> None:
         stage = stages[k]
-        if stage.buffer:
-            batch, stage.buffer = stage.buffer, []
-            self._process(stages, k, batch)
+        self._rebatch.flush(k)
         while stage.pending:
             self._book_pooled(stages, k, last=True)
 

@@ -2,7 +2,7 @@
 
 With worker processes and an input file, the local engine plans shards (``io.shards``: about four per worker)
 and each worker reads one, then runs the steps that may run in workers (CPU-bound, no models) over it, batch
-by batch as the engine would (a step's output re-batched to the batch size within the shard), booking every
+by batch as the engine would (``Rebatch``: a step's output re-batched to the batch size within the shard), booking every
 step as the engine does. The engine appends the booked tables to each step's files in shard order: the same
 rows in the same order as reading in the run's process, with the reading and the per-record work spread over
 the cores (a step's batches restart at each shard, which a per-record operator does not see; the files' row
@@ -20,6 +20,7 @@ import pyarrow as pa
 from dataflywheel.io import ReadReject
 from dataflywheel.io.shards import Piece, plan_shards, read_shard, shard_from_json
 from dataflywheel.pipeline.apply import apply_batch
+from dataflywheel.pipeline.rebatch import Rebatch
 from dataflywheel.pipeline.run_dir import CHECKPOINT_SCHEMA, REJECT_SCHEMA, columns_table, rows_table
 from dataflywheel.pipeline.step_writer import Booked, Rows, book, book_read
 from dataflywheel.records import RecordError
@@ -92,26 +93,20 @@ def stream_shard(shard: list[dict], *, fmt: str | None, fields: dict | None, siz
     for _, op in ops:
         op.counters = Counter()
     books = [_Books() for _ in range(len(ops) + 1)]
-    buffers: list[Rows] = [[] for _ in ops]
-
-    def push(k: int, rows: Rows) -> None:
-        if k < len(ops):
-            buffers[k].extend(rows)
-            while len(buffers[k]) >= size:
-                batch, buffers[k] = buffers[k][:size], buffers[k][size:]
-                process(k, batch)
 
     def process(k: int, rows: Rows) -> None:
         name, op = ops[k]
         started = time.perf_counter()
         booked = book(name, apply_batch(op, name, [record for record, _, _ in rows]), rows)
         books[k + 1].add(booked, time.perf_counter() - started)
-        push(k + 1, booked.kept)
+        rebatch.push(k + 1, booked.kept)
+
+    rebatch = Rebatch(len(ops), size, process)
 
     def read(items: list) -> None:
         booked = book_read(read_step, items)
         books[0].add(booked, time.perf_counter() - started)
-        push(0, booked.kept)
+        rebatch.push(0, booked.kept)
 
     items: list = []
     records = 0
@@ -125,9 +120,7 @@ def stream_shard(shard: list[dict], *, fmt: str | None, fields: dict | None, siz
     if items:
         read(items)
     for k in range(len(ops)):
-        if buffers[k]:
-            rows, buffers[k] = buffers[k], []
-            process(k, rows)
+        rebatch.flush(k)
     return [books[0].done(Counter())] + [b.done(op.counters) for b, (_, op) in zip(books[1:], ops)]
 
 
