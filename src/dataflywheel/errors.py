@@ -3,6 +3,10 @@
 import errno
 
 
+class RunError(RuntimeError):
+    """A run that cannot start or continue; the message says what to do."""
+
+
 class FatalError(RuntimeError):
     """Stops the run cleanly (manifest says why); ``flywheel run --resume`` continues once fixed."""
 

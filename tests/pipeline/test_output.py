@@ -138,3 +138,26 @@ def test_a_writer_not_needed_is_let_go(tmp_path, monkeypatch, writers):
         LocalExecutor(recipe, quiet=True).execute()
     assert len(writers) == 2 and writers[1].process.returncode == 0
     assert not (tmp_path / "failed" / "output.jsonl").exists()
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["written here", "written by a second process"])
+def test_records_the_output_format_cannot_hold_fail_the_run_with_the_reason(tmp_path, monkeypatch, parallel):
+    """Single-answer records and a preference-pair output format: the command says why and what to do (no
+    traceback), wherever the file was being written; nothing is left half-written; the run is marked failed."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from dataflywheel.cli import app
+
+    if parallel:
+        monkeypatch.setattr(output_module, "PARALLEL_FROM", 1)
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"input": {"path": str(EXAMPLE_DATA)}, "cache": "off", "steps": STEPS,
+                                  "output": {"dir": str(tmp_path / "run"), "format": "trl"}}))
+    result = CliRunner().invoke(app, ["run", str(recipe), "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "holds preference pairs" in result.output and "--force" in result.output
+    assert "Traceback" not in result.output and "RecordError" not in result.output
+    assert not (tmp_path / "run" / "output.jsonl").exists() and not list((tmp_path / "run").glob(".tmp-*"))
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "failed"

@@ -28,7 +28,7 @@ from dataflywheel.errors import FatalError
 from dataflywheel.io.shards import shard_json
 from dataflywheel.ops.base import Selection
 from dataflywheel.pipeline.executor_local import LocalEngine, LocalExecutor
-from dataflywheel.pipeline.output import OutputError, WrittenOutput, write_chunks
+from dataflywheel.pipeline.output import WrittenOutput, output_failed, write_chunks
 from dataflywheel.pipeline.progress import StepProgress
 from dataflywheel.pipeline.ray_apply import (ApplyActor, apply_task, decide_task, operator_blob, output_task,
                                               raise_fatal, read_task, table_from_bytes)
@@ -167,7 +167,7 @@ class RayEngine(LocalEngine):
             for table in converted.iter_batches(batch_size=None, batch_format="pyarrow"):
                 for lines, n, error in zip(*(table.column(c).to_pylist() for c in ("lines", "count", "error"))):
                     if error is not None:
-                        raise OutputError(f"writing {target} failed: {error}")
+                        raise output_failed(target, error)
                     count += n
                     yield lines
 

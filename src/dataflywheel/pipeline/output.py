@@ -20,9 +20,11 @@ from typing import Iterable
 
 import pyarrow.parquet as pq
 
+from dataflywheel.errors import RunError
 from dataflywheel.io import write_records
 from dataflywheel.io.files import open_jsonl
 from dataflywheel.pipeline.run_dir import iter_checkpoint
+from dataflywheel.records import RecordError
 
 PARALLEL_FROM = 20_000
 """Outputs of at least this many records are written in a second process."""
@@ -141,8 +143,15 @@ class WrittenOutput:
         _tmp(self.target).unlink(missing_ok=True)
 
 
-class OutputError(RuntimeError):
-    """Writing the output file failed (in the second process); the message carries its error."""
+class OutputError(RunError):
+    """Writing the output file failed, here or in a second process (a record that does not fit the output's
+    format, the writer's error); the message carries the cause. Every step had finished: they are kept."""
+
+
+def output_failed(target: Path, cause) -> OutputError:
+    """The run's error for an output that could not be written (the same wherever it was written)."""
+    return OutputError(f"writing {target} failed: {cause}\nevery step finished and is kept; to write another "
+                       "format, change the recipe's output and run it again with --force")
 
 
 class OutputJob:
@@ -173,12 +182,15 @@ class OutputJob:
 
     def commit(self) -> int:
         if self._writer is None:
-            count = write_output(*self._args)
+            try:
+                count = write_output(*self._args)
+            except RecordError as err:  # a record the format cannot hold: as a writer process reports it
+                raise output_failed(self.target, err) from err
         else:
             (code, out, err), self._writer = self._writer.wait(), None
             if code != 0:
                 last = err.strip().splitlines()[-1] if err.strip() else f"exit status {code}"
-                raise OutputError(f"writing {self.target} failed: {last}")
+                raise output_failed(self.target, last)
             count = int(out)
         _put_in_place(self.target)
         return count
@@ -193,4 +205,7 @@ class OutputJob:
 if __name__ == "__main__":
     job = sys.stdin.readline()  # nothing: the run needed no writer (or is gone)
     if job:
-        print(write_output(*json.loads(job)))
+        try:
+            print(write_output(*json.loads(job)))
+        except RecordError as refused:  # the data's error, not ours: its message alone, no traceback
+            sys.exit(str(refused))

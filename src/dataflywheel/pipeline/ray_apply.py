@@ -20,7 +20,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from dataflywheel.errors import FatalError
+from dataflywheel.errors import FatalError, RunError
 from dataflywheel.io.shards import read_shard, shard_from_json
 from dataflywheel.models.cache import CallCache
 from dataflywheel.ops.base import Operator, Selection
@@ -217,8 +217,6 @@ record JSON: a shard that cannot be split (a large compressed file) never become
 
 def read_task(table: pa.Table, *, fmt: str | None, fields: dict | None, step: str) -> Iterator[pa.Table]:
     """Read shards of the input (``io.shards``) on a worker and book them as the read step, chunk by chunk."""
-    from dataflywheel.pipeline.run import RunError
-
     for number, text in zip(table.column("batch").to_pylist(), table.column("shard").to_pylist()):
         items, texts, held = [], [], 0
         for piece in shard_from_json(json.loads(text)):

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from dataflywheel.errors import FatalError
+from dataflywheel.errors import FatalError, RunError
 from dataflywheel.io import ReadReject, read_rows
 from dataflywheel.io.files import detect_file_type_for_writing
 from dataflywheel.models.cache import CallCache
@@ -30,10 +30,6 @@ from dataflywheel.pipeline.step_writer import StepWriter
 READ_STEP = "read"
 
 __all__ = ["READ_STEP", "InvariantError", "Run", "RunError", "Step"]
-
-
-class RunError(RuntimeError):
-    """A run that cannot start or continue; the message says what to do."""
 
 
 def _versions() -> dict:

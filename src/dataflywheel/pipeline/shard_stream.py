@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from dataflywheel.errors import RunError
 from dataflywheel.io import ReadReject
 from dataflywheel.io.shards import Piece, plan_shards, read_shard, shard_from_json
 from dataflywheel.pipeline.apply import apply_batch
@@ -35,8 +36,6 @@ class ShardReadError(Exception):
 
 def unreadable_input(path, err: BaseException):
     """The run's error for an input it cannot read."""
-    from dataflywheel.pipeline.run import RunError
-
     return RunError(f"cannot read input {path}: {err}")
 
 
