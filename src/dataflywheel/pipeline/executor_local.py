@@ -24,6 +24,7 @@ from dataflywheel.io.shards import bounded, shard_json
 from dataflywheel.ops.base import (Filter, Generator, Mapper, NoveltyConfig, PoolGenerator, PoolView, Scorer, Selection,
                                     Selector)
 from dataflywheel.pipeline.apply import Item, apply_batch, apply_selection, passed_inputs
+from dataflywheel.pipeline.collector import few_collections
 from dataflywheel.pipeline.novelty import PoolNovelty, screen_outputs, screen_round
 from dataflywheel.pipeline.progress import StepProgress
 from dataflywheel.pipeline.rebatch import Rebatch
@@ -381,11 +382,12 @@ class LocalExecutor:
         self.books.report_wanted = report
         plan = self.books.start(resume=resume, force=force)
         try:
-            with StepProgress(quiet=self.quiet) as progress:
-                engine = self._engine(progress)
-                self.books.manifest["workers"] = engine.pool.workers
-                engine.run(self.books, plan)
-            return self.books.finish(plan, report=report)
+            with few_collections():
+                with StepProgress(quiet=self.quiet) as progress:
+                    engine = self._engine(progress)
+                    self.books.manifest["workers"] = engine.pool.workers
+                    engine.run(self.books, plan)
+                return self.books.finish(plan, report=report)
         except BaseException as err:
             if out_of_space(err):  # not the data's fault and not a crash: a stop that --resume continues
                 full = DiskFullError(f"the disk of {self.run_dir.root} is full ({type(err).__name__}: {err}); "
