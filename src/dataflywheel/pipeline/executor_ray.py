@@ -167,7 +167,7 @@ class RayEngine(LocalEngine):
             for table in converted.iter_batches(batch_size=None, batch_format="pyarrow"):
                 for lines, n, error in zip(*(table.column(c).to_pylist() for c in ("lines", "count", "error"))):
                     if error is not None:
-                        raise output_failed(target, error)
+                        raise output_failed(target, error, refused=True)  # output_task reports RecordErrors
                     count += n
                     yield lines
 

@@ -148,10 +148,16 @@ class OutputError(RunError):
     format, the writer's error); the message carries the cause. Every step had finished: they are kept."""
 
 
-def output_failed(target: Path, cause) -> OutputError:
-    """The run's error for an output that could not be written (the same wherever it was written)."""
-    return OutputError(f"writing {target} failed: {cause}\nevery step finished and is kept; to write another "
-                       "format, change the recipe's output and run it again with --force")
+REFUSED = 3
+"""The writer process's exit status when a record does not fit the output's format (its message on stderr)."""
+
+
+def output_failed(target: Path, cause, *, refused: bool = False) -> OutputError:
+    """The run's error for an output that could not be written, the same wherever it was written (``refused``:
+    a record does not fit the output's format, which the recipe can change)."""
+    hint = ("\nevery step finished and is kept; to write another format, change the recipe's output and run it "
+            "again with --force") if refused else ""
+    return OutputError(f"writing {target} failed: {cause}{hint}")
 
 
 class OutputJob:
@@ -185,12 +191,12 @@ class OutputJob:
             try:
                 count = write_output(*self._args)
             except RecordError as err:  # a record the format cannot hold: as a writer process reports it
-                raise output_failed(self.target, err) from err
+                raise output_failed(self.target, err, refused=True) from err
         else:
             (code, out, err), self._writer = self._writer.wait(), None
             if code != 0:
                 last = err.strip().splitlines()[-1] if err.strip() else f"exit status {code}"
-                raise output_failed(self.target, last)
+                raise output_failed(self.target, last, refused=code == REFUSED)
             count = int(out)
         _put_in_place(self.target)
         return count
@@ -208,4 +214,5 @@ if __name__ == "__main__":
         try:
             print(write_output(*json.loads(job)))
         except RecordError as refused:  # the data's error, not ours: its message alone, no traceback
-            sys.exit(str(refused))
+            print(refused, file=sys.stderr)
+            sys.exit(REFUSED)
