@@ -33,18 +33,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 STEPS = [{"op": "select.repetition_filter", "field": "response"},
          {"op": "select.length_filter", "min_instruction_words": 3, "min_response_words": 1}]
 REPEATS = 7
-FIXED_COSTS = ('What the whole command adds to the steps (one worker): starting Python and importing numpy, pyarrow and '
-               'pydantic (~0.25 s), the engine opening and closing the step files (~0.2 s), then at the end the invariant '
-               "check (~0.1 s) and the report (~0.8-1.2 s: reading the ~1.5k sampled records, tokenizing ~1000 texts "
-               "for the length histograms with the SmolLM2 tokenizer, loaded for it, and the 10k-record browser) in the "
-               "run's process, while a second process, started when the input passed 20k records, writes the output "
-               "file (~0.7 s). Tried and measured no faster: feeding the output writer the kept records during the "
-               "final step (2026-11-24, 3 alternating runs each: steps +0.3-0.5 s, whole run +0.2 s); sending the final "
-               "stream's Arrow tables (read, kept, rejects) to the writer process as they are written, so that it wrote "
-               "the output and gathered the report's sample while the steps ran (2026-11-24 evening, 8 alternating "
-               "`flywheel run`s each: 8.26 s vs 8.08 s without it, median; the bare loop 5.10 s): the run's end shrank to ~0.6 s, but the second process "
-               "(3.2-3.6 s of CPU, against 1.5-1.9 s for the writer alone) slowed the steps by as much on this 2-core "
-               "machine.")
+FIXED_COSTS = ('What the whole command adds to the steps (one worker): starting Python and importing numpy, pyarrow '
+               'and pydantic (~0.25 s), the engine opening and closing the step files (~0.2 s), then at the end the '
+               'invariant check (~0.1 s) and the report (~0.8-1.2 s: reading the ~1.5k sampled records, tokenizing '
+               '~1000 texts for the length histograms with the SmolLM2 tokenizer, loaded for it, and the 10k-record '
+               "browser) in the run's process, while a second process, started when the input passed 20k records, "
+               'writes the output file (~0.7 s). Tried and measured no faster: feeding the output writer the kept '
+               'records during the final step (2026-11-24, 3 alternating runs each: steps +0.3-0.5 s, whole run +0.2 '
+               "s); sending the final stream's Arrow tables (read, kept, rejects) to the writer process as they are "
+               "written, so that it wrote the output and gathered the report's sample while the steps ran (2026-11-24 "
+               'evening, 8 alternating `flywheel run`s each: 8.26 s vs 8.08 s without it, median; the bare loop 5.10 '
+               "s): the run's end shrank to ~0.6 s, but the second process (3.2-3.6 s of CPU, against 1.5-1.9 s for "
+               'the writer alone) slowed the steps by as much on this 2-core machine.')
 """Where the whole command's time beyond the steps goes (issue 11)."""
 
 

@@ -86,6 +86,7 @@ def run(
     from dataflywheel.errors import FatalError
     from dataflywheel.pipeline import RecipeError, RunError, load_recipe
     from dataflywheel.pipeline.executor_ray import make_executor
+    from dataflywheel.pipeline.output import OutputError
 
     try:
         parsed = load_recipe(recipe)
@@ -101,8 +102,8 @@ def run(
     executor = make_executor(parsed, output, executor=executor_kind, address=address, quiet=quiet, workers=workers)
     try:
         manifest = executor.execute(resume=resume, force=force)
-    except RunError as e:
-        _fail(str(e))
+    except RunError as e:  # a writer process that failed (not a refused record) is not the user's to fix
+        _fail(str(e), code=1 if isinstance(e, OutputError) and not e.refused else USAGE_ERROR)
     except FatalError as e:
         again = f"flywheel run {recipe}" + (f" --output {output}" if output else "")
         _fail(f"{e}\nthe run stopped; nothing was rejected for it. Once fixed: {again} --resume "

@@ -4,7 +4,7 @@ import errno
 
 
 class RunError(RuntimeError):
-    """A run that cannot start or continue; the message says what to do."""
+    """A run that cannot start, continue or write its output; the message says what to do."""
 
 
 class FatalError(RuntimeError):

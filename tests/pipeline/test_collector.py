@@ -6,7 +6,9 @@ from contextlib import nullcontext
 
 import pytest
 
-from dataflywheel.pipeline import LocalExecutor, RunError, executor_local, parse_recipe
+from dataflywheel.ops.select.length_filter import LengthFilter
+from dataflywheel.pipeline import LocalExecutor, collector, executor_local, parse_recipe
+from dataflywheel.pipeline.apply import StepFailed
 from tests.conftest import EXAMPLE_DATA
 
 STEPS = [{"op": "select.length_filter", "min_instruction_words": 3}, {"op": "select.repetition_filter"}]
@@ -48,12 +50,18 @@ def test_a_run_collects_rarely(tmp_path, monkeypatch, data):
     assert (tmp_path / "tuned" / "output.jsonl").read_bytes() == (tmp_path / "default" / "output.jsonl").read_bytes()
 
 
-def test_the_collector_is_as_it_was_after_a_run_finished_or_failed(tmp_path, data):
+def test_the_collector_is_as_it_was_after_a_run_finished_or_failed(tmp_path, monkeypatch, data):
     before = gc.get_threshold(), gc.get_freeze_count()
     collections(tmp_path, "finished", data)
     assert (gc.get_threshold(), gc.get_freeze_count()) == before
-    with pytest.raises(RunError):
-        collections(tmp_path, "failed", tmp_path / "missing.jsonl")
+
+    def broken(self, record):
+        raise ValueError("filter broke")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LengthFilter, "reject_reason", broken)
+        with pytest.raises(StepFailed):  # raised inside the run, while its steps run
+            collections(tmp_path, "failed", data)
     assert (gc.get_threshold(), gc.get_freeze_count()) == before
     gc.freeze()  # a process that froze objects itself keeps them frozen
     try:
@@ -62,3 +70,22 @@ def test_the_collector_is_as_it_was_after_a_run_finished_or_failed(tmp_path, dat
         assert gc.get_freeze_count() > frozen // 2  # still frozen (a frozen object freed by its count leaves)
     finally:
         gc.unfreeze()
+
+
+def test_overlapping_runs_put_the_collector_back_once_the_last_ends():
+    """Runs in threads may end in any order: the collector is put back as it was before the first one, once
+    the last one ends; a collector switched off stays off."""
+    before = gc.get_threshold(), gc.get_freeze_count()
+    first, second = collector.few_collections(), collector.few_collections()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert gc.get_threshold()[0] == collector.YOUNG_THRESHOLD  # the second run goes on, tuned
+    second.__exit__(None, None, None)
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
+    gc.set_threshold(0)
+    try:
+        with collector.few_collections():
+            assert gc.get_threshold()[0] == 0 and gc.get_freeze_count() == 0
+    finally:
+        gc.set_threshold(*before[0])

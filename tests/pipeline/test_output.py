@@ -49,7 +49,7 @@ def test_writing_failure_surfaces_and_leaves_no_output(tmp_path):
     job = OutputJob(tmp_path / "no-such-checkpoint.parquet", target, "auto", "jsonl", {}, parallel=True)
     with pytest.raises(OutputError, match="FileNotFoundError") as failed:  # raised in the second process, named here
         job.commit()
-    assert "--force" not in str(failed.value)  # not the recipe's fault: no advice to change it
+    assert not failed.value.refused and "recipe" not in str(failed.value)  # not the recipe's fault: no advice
     assert not target.exists()
 
 
@@ -158,7 +158,7 @@ def test_records_the_output_format_cannot_hold_fail_the_run_with_the_reason(tmp_
                                   "output": {"dir": str(tmp_path / "run"), "format": "trl"}}))
     result = CliRunner().invoke(app, ["run", str(recipe), "--quiet"])
     assert result.exit_code == 2, result.output
-    assert "holds preference pairs" in result.output and "--force" in result.output
+    assert "holds preference pairs" in result.output and "change the recipe's output" in result.output
     assert "Traceback" not in result.output and "RecordError" not in result.output
     assert not (tmp_path / "run" / "output.jsonl").exists() and not list((tmp_path / "run").glob(".tmp-*"))
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "failed"

@@ -70,6 +70,7 @@ class LocalEngine:
         self.size = batch_size
         self.progress = progress
         self.pool = Pool(workers or default_workers())
+        self._rebatch: Rebatch | None = None  # the stream running: each step's input, re-batched
 
     def run(self, run: Run, plan: list[Step]) -> None:
         with active(self.pool):
@@ -129,10 +130,11 @@ class LocalEngine:
                 else:
                     source, first = _stream(run.checkpoint_of(previous), self.size), 0
                 for rows in source:
-                    self._push(stages, first, rows)
+                    self._rebatch.push(first, rows)
                 for k in range(first, len(stages)):
                     self._drain(stages, k)
             finally:
+                self._rebatch = None  # it refers to this stream's stages
                 for step in group:
                     if step.op is not None:
                         step.op.teardown()
@@ -227,9 +229,6 @@ class LocalEngine:
         stage.seconds += time.perf_counter() - started
         return kept
 
-    def _push(self, stages: list[_Stage], k: int, rows: Rows) -> None:
-        self._rebatch.push(k, rows)
-
     def _drain(self, stages: list[_Stage], k: int) -> None:
         stage = stages[k]
         self._rebatch.flush(k)
@@ -256,7 +255,7 @@ class LocalEngine:
         kept = stage.writer.add(items, rows)
         stage.seconds += time.perf_counter() - started
         stage.advance(len(rows))
-        self._push(stages, k + 1, kept)
+        self._rebatch.push(k + 1, kept)
 
     def _submit(self, stage: _Stage) -> None:
         for n, (rows, future) in enumerate(stage.pending):

@@ -144,8 +144,12 @@ class WrittenOutput:
 
 
 class OutputError(RunError):
-    """Writing the output file failed, here or in a second process (a record that does not fit the output's
-    format, the writer's error); the message carries the cause. Every step had finished: they are kept."""
+    """Writing the output file failed, here or in a second process; the message carries the cause. ``refused``:
+    a record does not fit the output's format (the recipe's to change), else the writer failed."""
+
+    def __init__(self, message: str, *, refused: bool = False):
+        super().__init__(message)
+        self.refused = refused
 
 
 REFUSED = 3
@@ -155,9 +159,9 @@ REFUSED = 3
 def output_failed(target: Path, cause, *, refused: bool = False) -> OutputError:
     """The run's error for an output that could not be written, the same wherever it was written (``refused``:
     a record does not fit the output's format, which the recipe can change)."""
-    hint = ("\nevery step finished and is kept; to write another format, change the recipe's output and run it "
-            "again with --force") if refused else ""
-    return OutputError(f"writing {target} failed: {cause}{hint}")
+    hint = ("\nevery step had finished; to write another format, change the recipe's output and run it again (its "
+            "steps run again; with the call cache on, no model answer is paid twice)") if refused else ""
+    return OutputError(f"writing {target} failed: {cause}{hint}", refused=refused)
 
 
 class OutputJob:
@@ -194,9 +198,11 @@ class OutputJob:
                 raise output_failed(self.target, err, refused=True) from err
         else:
             (code, out, err), self._writer = self._writer.wait(), None
+            if code == REFUSED:  # the refusal's message alone
+                raise output_failed(self.target, err.strip(), refused=True)
             if code != 0:
                 last = err.strip().splitlines()[-1] if err.strip() else f"exit status {code}"
-                raise output_failed(self.target, last, refused=code == REFUSED)
+                raise output_failed(self.target, last)
             count = int(out)
         _put_in_place(self.target)
         return count
