@@ -1,8 +1,5 @@
 """The output file: written beside the report for large runs, the same bytes either way, never half."""
 
-import json
-import threading
-
 import pytest
 
 from dataflywheel.pipeline import LocalExecutor, parse_recipe
@@ -165,34 +162,3 @@ def test_records_the_output_format_cannot_hold_fail_the_run_with_the_reason(tmp_
     assert "Traceback" not in result.output and "RecordError" not in result.output
     assert not (tmp_path / "run" / "output.jsonl").exists() and not list((tmp_path / "run").glob(".tmp-*"))
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "failed"
-
-
-def test_a_large_input_loads_the_report_tokenizer_while_the_steps_run(tmp_path, monkeypatch):
-    """Once the input has shown it is large, the report's tokenizer loads in a thread during the steps; the
-    report uses it (loaded once). A load that fails there fails the run at the report, with its error."""
-    loads = []
-    real = build._load_tokenizer
-
-    def load():
-        loads.append(threading.current_thread().name)
-        return real()
-
-    monkeypatch.setattr(build, "_TOKENIZER", [])
-    monkeypatch.setattr(build, "_load_tokenizer", load)
-    monkeypatch.setattr(output_module, "PARALLEL_FROM", 50)
-    rows = [json.loads(line) for line in EXAMPLE_DATA.read_text().splitlines()]  # steps long enough for the thread
-    data = tmp_path / "data.jsonl"
-    data.write_text("".join(json.dumps({**row, "instruction": f"{row['instruction']} ({n})"}) + "\n"
-                            for n in range(10) for row in rows))
-    recipe = parse_recipe({"input": {"path": str(data)}, "output": {"dir": str(tmp_path / "run")}, "steps": STEPS})
-    manifest = LocalExecutor(recipe, quiet=True).execute()
-    assert loads == ["report-tokenizer"] and manifest["status"] == "finished"
-
-    def broken():
-        raise RuntimeError("tokenizer broke")
-
-    monkeypatch.setattr(build, "_TOKENIZER", [])
-    monkeypatch.setattr(build, "_load_tokenizer", broken)
-    with pytest.raises(RuntimeError, match="tokenizer broke"):
-        execute(tmp_path, "broken")
-    assert (tmp_path / "broken" / "output.jsonl").stat().st_size > 0  # the output is kept

@@ -77,7 +77,6 @@ class Run:
         self.written_output = None  # an output file the engine wrote itself (``output.WrittenOutput``)
         self._writer: Writer | None = None  # a writer process started while reading a large input
         self.report_wanted = True  # whether this run will write report.html (``finish(report=...)``)
-        self._report_prepared = False
 
     def _registry(self, spent: dict | None = None) -> ModelRegistry:
         limits = self.recipe.max_budget
@@ -145,21 +144,17 @@ class Run:
             yield item
 
     def prepare_report(self) -> None:
-        """Start loading what the report will need (its tokenizer) in the background, once per run (a large
-        input: the report would otherwise load it at the end). A tokenizer that cannot be loaded stops the run at
-        the report, as it would without this."""
-        if self.report_wanted and not self._report_prepared:
-            from dataflywheel.report.build import prepare_in_background
+        """Load what the report will need (its tokenizer), when this process would otherwise wait. A bundled
+        tokenizer that is there but cannot be loaded stops the run here, as it would stop it at the report."""
+        if self.report_wanted:
+            from dataflywheel.report.build import prepare
 
-            self._report_prepared = True
-            prepare_in_background()
+            prepare()
 
     def read_so_far(self, count: int) -> None:
         """Once the input has shown it is large, start the output's writer process (it starts and imports
-        while the steps run) and loading the report's tokenizer. Only a head start: a writer that cannot start
-        now is started, or reported, at the end."""
-        if count >= outputs.PARALLEL_FROM:
-            self.prepare_report()
+        while the steps run). Only a head start: a writer that cannot start now is started, or reported, at
+        the end."""
         if count >= outputs.PARALLEL_FROM and self._writer is None:
             try:
                 self._writer = Writer()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from html import escape
 from pathlib import Path
@@ -66,17 +65,13 @@ def _category(record: dict) -> str | None:
 
 
 _TOKENIZER: list = []  # the tokenizer once loaded (a missing one is looked for again: it may be written later)
-_LOADING = threading.Lock()  # one load at a time: a report waits for the load a run started in the background
 
 
 def _tokenizer():
     """The bundled SmolLM2 tokenizer, read with the ``tokenizers`` library alone (importing transformers would
-    cost more than the whole report); None without it. Loaded once per process (~0.15-0.25 s)."""
-    with _LOADING:
-        return _TOKENIZER[0] if _TOKENIZER else _load_tokenizer()
-
-
-def _load_tokenizer():
+    cost more than the whole report); None without it. Loaded once per process (~0.15 s)."""
+    if _TOKENIZER:
+        return _TOKENIZER[0]
     try:
         from tokenizers import Tokenizer
 
@@ -93,22 +88,8 @@ def _load_tokenizer():
 
 
 def prepare() -> None:
-    """Load what the report needs before it is built."""
+    """Load what the report needs before it is built (a run does this while its workers compute)."""
     _tokenizer()
-
-
-def prepare_in_background() -> None:
-    """Start loading what the report needs in a thread while a run computes: the tokenizers library lets the
-    run's thread go on meanwhile (measured: a Python loop beside the load ran as fast as alone). A load that
-    fails here is tried again by the report, which raises its error."""
-    threading.Thread(target=_load_ahead, name="report-tokenizer", daemon=True).start()
-
-
-def _load_ahead() -> None:
-    try:
-        _tokenizer()
-    except Exception:  # noqa: BLE001 - not dropped: the report loads again and raises it where the run can fail
-        pass
 
 
 def _length_unit():
