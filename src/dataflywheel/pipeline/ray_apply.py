@@ -26,6 +26,7 @@ from dataflywheel.models.cache import CallCache
 from dataflywheel.ops.base import Operator, Selection
 from dataflywheel.pipeline.apply import apply_batch, apply_selection
 from dataflywheel.pipeline.run_dir import CHECKPOINT_SCHEMA, REJECT_SCHEMA, columns_table, rows_table, utf8_values
+from dataflywheel.pipeline.shard_stream import unreadable_input
 from dataflywheel.pipeline.step_writer import Booked, book, book_read
 from dataflywheel.io.writers import record_to_rows
 from dataflywheel.records import RecordError, dump_bytes, loads
@@ -237,7 +238,7 @@ def read_task(table: pa.Table, *, fmt: str | None, fields: dict | None, step: st
                     "file system), or set ray.read_on: driver to read it on the driver"))
                 return
             except (OSError, RecordError, ValueError) as err:  # as the local engine reports an input it cannot read
-                yield _read_stop(number, RunError(f"cannot read input {piece.path}: {type(err).__name__}: {err}"))
+                yield _read_stop(number, unreadable_input(piece.path, f"{type(err).__name__}: {err}"))
                 return
         yield _read_chunk(step, number, items, texts)
 

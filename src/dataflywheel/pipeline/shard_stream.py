@@ -2,11 +2,11 @@
 
 With worker processes and an input file, the local engine plans shards (``io.shards``: about four per worker)
 and each worker reads one, then runs the steps that may run in workers (CPU-bound, no models) over it, batch
-by batch as the engine would (``Rebatch``: a step's output re-batched to the batch size within the shard), booking every
-step as the engine does. The engine appends the booked tables to each step's files in shard order: the same
-rows in the same order as reading in the run's process, with the reading and the per-record work spread over
-the cores (a step's batches restart at each shard, which a per-record operator does not see; the files' row
-groups differ).
+by batch as the engine would (``Rebatch``: a step's output re-batched to the batch size within the shard),
+booking every step as the engine does. The engine appends the booked tables to each step's files in shard
+order: the same rows in the same order as reading in the run's process, with the reading and the per-record
+work spread over the cores (a step's batches restart at each shard, which a per-record operator does not
+see; the files' row groups differ).
 """
 
 from __future__ import annotations
