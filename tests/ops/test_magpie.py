@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from dataflywheel.models import ModelAuthError, ModelRequestError
 from dataflywheel.ops import Candidate, OpContext, PoolView, Rejected, get_operator
 from dataflywheel.ops.synth.magpie import (
     SENTINEL,
@@ -281,6 +282,52 @@ def test_follow_up_failures_are_rejected_with_the_turn():
     [rejected] = list(op.propose(view()))
     assert isinstance(rejected, Rejected) and rejected.reason == "turn 2: too short: 1 word (min 3)"
     assert rejected.record["messages"][0]["content"] == "Name a few rivers in Europe, please."
+
+
+class FailingFor(ScriptedLLM):
+    """A server on which some requests fail for good (as a too-long prompt would): the tagging of one query,
+    the answer to another, the follow-up after a third; ``error`` is what they raise."""
+
+    def __init__(self, *args, tag_fails, answer_fails, followup_fails, error=ModelRequestError, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fails, self.error = (tag_fails, answer_fails, followup_fails), error
+
+    def complete(self, prompts, params):
+        if any("<|im_start|>assistant" in p and self.fails[2] in p for p in prompts):
+            raise self.error("HTTP 400: the prompt is too long")
+        return super().complete(prompts, params)
+
+    def chat(self, conversations, params):
+        for conversation in conversations:
+            text = conversation[-1]["content"]
+            if (text.startswith("# Instruction") and self.fails[0] in text) or text == self.fails[1]:
+                raise self.error("HTTP 400: the prompt is too long")
+        return super().chat(conversations, params)
+
+
+def test_a_request_failing_for_good_loses_only_its_own_query():
+    queries = ["How do vaccines train the immune system?", "What makes a good password for email?",
+               "Which planets in our solar system have rings?", "Why do leaves change colour in autumn?"]
+    llm = FailingFor(queries, followups=["Why are some leaves red rather than yellow?"],
+                     tags={q: '{"input_quality": "good"}' for q in queries},
+                     tag_fails=queries[0], answer_fails=queries[1], followup_fails=queries[2])
+    op = Magpie(Magpie.Config(samples=4, turns=2, tag_quality=True), OpContext(seed=0, models=Models(llm)))
+    proposals = list(op.propose(view()))
+    failed = [p for p in proposals if isinstance(p, Rejected)]
+    assert {p.reason for p in failed} == {"model request failed: ModelRequestError: HTTP 400: the prompt is too long"}
+    tagging, answering, following = failed
+    assert tagging.raw == queries[0]
+    assert answering.record == {"messages": [{"role": "user", "content": queries[1]}]}
+    assert following.record == {"messages": [{"role": "user", "content": queries[2]},
+                                             {"role": "assistant", "content": f"Answer to: {queries[2]}"}]}
+    [made] = [p for p in proposals if isinstance(p, Candidate)]
+    assert [m["content"] for m in made.record["messages"][::2]] == [queries[3], "Why are some leaves red rather than "
+                                                                               "yellow?"]
+    # an error no query is at fault for (a refused key) stops the step
+    auth = FailingFor(queries, tags={q: '{"input_quality": "good"}' for q in queries}, tag_fails=queries[0],
+                      answer_fails="-", followup_fails="-", error=ModelAuthError)
+    with pytest.raises(ModelAuthError):
+        list(Magpie(Magpie.Config(samples=4, tag_quality=True), OpContext(models=Models(auth))).propose(view()))
 
 
 def test_verify_rejects_repeats_of_the_pool_accepted_and_earlier_candidates():

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from dataflywheel.models import ModelRequestError
 from dataflywheel.ops import Candidate, OpContext, PoolView, Rejected, get_operator
 from dataflywheel.ops.synth.failure_prompts import clean_instruction
 from dataflywheel.records import make_record
@@ -99,6 +100,56 @@ def test_loss_criterion_needs_a_reference_and_keeps_high_loss_instructions():
     assert kept.record["scores"] == {"failure.loss": 3.0}
     [rejected] = [p for p in out if isinstance(p, Rejected)]
     assert rejected.reason == "the target knows the reference: loss 0.100 < 2 nats/token"
+
+
+class FailingFor(Scripted):
+    """Requests that fail for good (as too-long prompts would): the first proposal prompt asked alone, and any
+    answer, reference, judgement or loss whose prompt holds one of ``texts``."""
+
+    def __init__(self, samples, *texts):
+        super().__init__(samples)
+        self.texts, self.alone = texts, 0
+
+    def _check(self, prompts):
+        if any(t in p for p in prompts for t in self.texts):
+            raise ModelRequestError("HTTP 400: the prompt is too long")
+
+    def complete(self, prompts, params):
+        self.alone += len(prompts) == 1
+        if len(prompts) > 1 or self.alone == 1:
+            raise ModelRequestError("HTTP 400: the prompt is too long")
+        return super().complete(prompts, params)
+
+    def chat(self, conversations, params):
+        self._check([c[-1]["content"] for c in conversations])
+        return super().chat(conversations, params)
+
+    def logprobs(self, prefixes, continuations):
+        self._check(prefixes)
+        return super().logprobs(prefixes, continuations)
+
+
+FAILED = "model request failed: ModelRequestError: HTTP 400: the prompt is too long"
+
+
+@pytest.mark.parametrize("criterion", ["judge", "loss"])
+def test_a_request_failing_for_good_loses_only_its_own_instruction(criterion):
+    samples = [[" List the prime numbers below 30.", " Name a colour please now.", " What is the capital of Peru?"]]
+    # the colour cannot be answered; Peru's answer cannot be judged (judge) or its loss taken (loss)
+    llm = FailingFor(samples, "Name a colour", "Peru?\n" if criterion == "judge" else "Peru?<assistant>")
+    config = {"prompts_per_round": 2, "samples": 3, "criterion": criterion,
+              **({"reference_model": "teacher"} if criterion == "loss" else {})}
+    op = FailurePrompts(FailurePrompts.Config(**config), OpContext(seed=1, models=OneModel(llm)))
+    out = list(op.propose(view()))
+    [kept] = [p for p in out if isinstance(p, Candidate)]
+    assert kept.record["messages"][0]["content"] == "List the prime numbers below 30."
+    proposal, colour, peru = [p for p in out if isinstance(p, Rejected)]
+    assert proposal.reason == colour.reason == peru.reason == FAILED
+    assert len(proposal.parents) == 3 and proposal.raw == ""  # the proposal prompt itself failed
+    assert json.loads(colour.raw) == {"instruction": "Name a colour please now."}
+    assert json.loads(peru.raw) == {"instruction": "What is the capital of Peru?", "target_answer": "A good answer.",
+                                    **({"reference": "A good answer."} if criterion == "loss" else {})}
+    assert len(colour.parents) == len(peru.parents) == 3
 
 
 def test_an_unscored_judgement_is_a_reject_with_the_reason_not_a_keep():

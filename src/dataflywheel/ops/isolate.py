@@ -14,12 +14,14 @@ from dataflywheel.ops.base import Rejected
 
 def each_alone_on_failure(call: Callable[[list], list], items: list) -> list[Any]:
     """``call(items)``; if it raises, ``call([item])[0]`` for each item, the exception standing in the result
-    of each item that fails alone."""
+    of each item that fails alone (a single item is not asked twice: its exception is its result)."""
     try:
         results = call(items)
     except FatalError:
         raise
-    except Exception:  # noqa: BLE001 - isolate the failing items; each keeps its own exception as its result
+    except Exception as err:  # noqa: BLE001 - isolate the failing items; each keeps its own exception as its result
+        if len(items) == 1:
+            return [err]
         results = []
         for item in items:
             try:

@@ -26,6 +26,7 @@ from pydantic import Field
 
 from dataflywheel.models.llm import GenerationParams
 from dataflywheel.ops.base import Candidate, PoolGeneratorConfig, PoolView, Rejected, SourceGenerator
+from dataflywheel.ops.isolate import each_alone_on_failure, request_failed
 from dataflywheel.ops.registry import register
 from dataflywheel.ops.score.ifd import mean_loss
 from dataflywheel.ops.synth.answer_judge import AnswerJudgeConfig, judge_answers
@@ -71,6 +72,11 @@ class FailurePromptsConfig(PoolGeneratorConfig, AnswerJudgeConfig):
 _LEAD = re.compile(r"^\s*(?:instructions?|tasks?|questions?)\s*(?:no\.?\s*)?\d*\s*[:.)\-]\s*", re.IGNORECASE)
 
 
+def turn(instruction: str) -> list[dict]:
+    """The one-turn conversation asking ``instruction``."""
+    return [{"role": "user", "content": instruction}]
+
+
 def clean_instruction(text: str) -> str:
     """The proposer's instruction: the first line with words, without code fences, an 'Instruction N:' label
     or wrapping quotes (the prompt lists one instruction per line; what follows is the model rambling on)."""
@@ -112,8 +118,12 @@ class FailurePrompts(SourceGenerator):
                                   stop=("\nInstruction",))
         proposed: list[tuple[str, list[str]]] = []
         seen: set[str] = set()
-        for samples, chosen in zip(self.context.models.llm(cfg.model).complete(prompts, params), shown):
+        proposer = self.context.models.llm(cfg.model)
+        for samples, chosen in zip(each_alone_on_failure(lambda asks: proposer.complete(asks, params), prompts), shown):
             parents = [i for i, _ in chosen]
+            if isinstance(samples, Exception):
+                yield request_failed(samples, parents)
+                continue
             for text in samples:
                 instruction = clean_instruction(text)
                 words = len(instruction.split())
@@ -131,22 +141,31 @@ class FailurePrompts(SourceGenerator):
         yield from self._probe(proposed)
 
     def _probe(self, proposed: list[tuple[str, list[str]]]):
-        """Ask the target; keep the instructions it fails."""
-        if not proposed:
-            return
+        """Ask the target; keep the instructions it fails. A request that fails for good (after the client's
+        retries) rejects its own instruction with the cause; the others go on."""
         cfg = self.config
-        turns = [[{"role": "user", "content": instruction}] for instruction, _ in proposed]
         greedy = GenerationParams(max_tokens=cfg.answer_max_tokens, temperature=0.0)
         target = self.context.models.llm(cfg.target_model)
-        answers = [a[0].strip() for a in target.chat(turns, greedy)]
-        references = ([a[0].strip() for a in self.context.models.llm(cfg.reference_model).chat(turns, greedy)]
-                      if cfg.reference_model else [""] * len(turns))
-        if cfg.criterion == "judge":
-            values = [v[0] for v in judge_answers(self, [i for i, _ in proposed], [[a] for a in answers])]
-        else:
-            prefixes = [target.format_chat(t) for t in turns]
-            values = [mean_loss(lp) for lp in target.logprobs(prefixes, references)]
-        for (instruction, parents), answer, reference, value in zip(proposed, answers, references, values):
+
+        def answers(llm):
+            return lambda items: [a[0].strip() for a in llm.chat([turn(i["instruction"]) for i in items], greedy)]
+
+        def judged(items):
+            return [v[0] for v in judge_answers(self, [i["instruction"] for i in items],
+                                                [[i["target_answer"]] for i in items])]
+
+        def losses(items):
+            prefixes = [target.format_chat(turn(i["instruction"])) for i in items]
+            return [mean_loss(lp) for lp in target.logprobs(prefixes, [i["reference"] for i in items])]
+
+        live = [{"instruction": instruction, "parents": parents} for instruction, parents in proposed]
+        live = yield from self._ask(live, "target_answer", answers(target))
+        if cfg.reference_model:
+            live = yield from self._ask(live, "reference", answers(self.context.models.llm(cfg.reference_model)))
+        live = yield from self._ask(live, "value", judged if cfg.criterion == "judge" else losses)
+        for item in live:
+            instruction, answer, value = item["instruction"], item["target_answer"], item["value"]
+            parents, reference = item["parents"], item.get("reference", "")
             raw = json.dumps({"instruction": instruction, "target_answer": answer, "reference": reference},
                              ensure_ascii=False)
             reason = self._passed(value, answer, reference)
@@ -160,6 +179,20 @@ class FailurePrompts(SourceGenerator):
             record = {"messages": messages, "scores": {name: value}, "meta": {"target_answer": answer}}
             yield Candidate(record, parents=parents, details={"method": "reverse_gen", "criterion": cfg.criterion,
                                                                name: round(value, 4)})
+
+    def _ask(self, live: list[dict], key: str, call):
+        """``call`` over the live instructions, each one's result stored under ``key``; an instruction whose
+        request fails for good is yielded as a reject (with what it had so far) and dropped. Returns the rest."""
+        if not live:
+            return []
+        kept = []
+        for item, result in zip(live, each_alone_on_failure(call, live)):
+            if isinstance(result, Exception):
+                shown = {k: v for k, v in item.items() if k in ("instruction", "target_answer", "reference")}
+                yield request_failed(result, item["parents"], raw=json.dumps(shown, ensure_ascii=False))
+            else:
+                kept.append({**item, key: result})
+        return kept
 
     def _passed(self, value: float, answer: str, reference: str) -> str | None:
         """Why the instruction is not kept (the target did not fail it, or it could not be told), or None."""

@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from dataflywheel.models.llm import GenerationParams
+from dataflywheel.models.llm import GenerationParams, tokenizer_of
 from dataflywheel.models.structured import extract_json
 from dataflywheel.ops.base import Candidate, PoolGeneratorConfig, PoolView, Rejected, SourceGenerator
+from dataflywheel.ops.isolate import each_alone_on_failure, request_failed
 from dataflywheel.ops.registry import register
 from dataflywheel.prompts import render_file
 
@@ -215,7 +216,7 @@ class Magpie(SourceGenerator):
         spec = getattr(self.context.models, "spec", None)
         if spec is None or spec(self.config.model).backend not in ("openai", "vllm"):
             return False
-        return adds_bos(_tokenizer(llm))
+        return adds_bos(tokenizer_of(llm))
 
     def _prefix(self, llm, history: list[dict] = (), system: str | None = None) -> str:
         prefix = pre_query_template(llm.format_chat, history, system)
@@ -304,7 +305,9 @@ class Magpie(SourceGenerator):
         if cfg.tag_quality and novel:
             tagged = []
             for (text, distance), level in zip(novel, self._tag([t for t, _ in novel])):
-                if level is None:
+                if isinstance(level, Exception):
+                    yield request_failed(level, raw=text)
+                elif level is None:
                     self.counters["unparsable quality tags"] += 1
                     yield Rejected("input quality: the tagger's answer holds no rating", raw=text)
                 elif level not in cfg.keep_quality:
@@ -318,7 +321,7 @@ class Magpie(SourceGenerator):
     def _truncated(self, llm, raw: str) -> str | None:
         """Why a sampled query is cut short: it used every token of ``max_tokens`` (a stop ends a query sooner).
         Checked where the model shows its tokenizer (re-encoding may differ by a token: one is allowed)."""
-        tokenizer = _tokenizer(llm) if self.config.reject_truncated else None
+        tokenizer = tokenizer_of(llm) if self.config.reject_truncated else None
         if tokenizer is None:
             return None
         try:
@@ -329,17 +332,21 @@ class Magpie(SourceGenerator):
             return f"truncated: the query reached max_tokens ({self.config.max_tokens}) before its turn ended"
         return None
 
-    def _tag(self, queries: list[str]) -> list[str | None]:
-        """Input quality of each query (None where the tagger's answer holds no rating)."""
+    def _tag(self, queries: list[str]) -> list[str | None | Exception]:
+        """Input quality of each query (None where the tagger's answer holds no rating; the exception where its
+        request failed for good)."""
         asks = [[{"role": "user", "content": render_file(PROMPTS / "magpie_input_quality.txt", instruction=q)}]
                 for q in queries]
-        answers = self.context.models.llm(self.config.tagger_model).chat(
-            asks, GenerationParams(max_tokens=self.config.tag_max_tokens, json_schema=QUALITY_SCHEMA))
-        return [parse_input_quality(text) for [text] in answers]
+        tagger = self.context.models.llm(self.config.tagger_model)
+        params = GenerationParams(max_tokens=self.config.tag_max_tokens, json_schema=QUALITY_SCHEMA)
+        answers = each_alone_on_failure(lambda batch: tagger.chat(batch, params), asks)
+        return [answer if isinstance(answer, Exception) else parse_input_quality(answer[0]) for answer in answers]
 
-    def _answer(self, llm, conversations: list[list[dict]]) -> list[str]:
+    def _answer(self, llm, conversations: list[list[dict]]) -> list[str | Exception]:
+        """Each conversation's answer, or the exception where its request failed for good."""
         params = GenerationParams(max_tokens=self.config.response_max_tokens)
-        return [text.strip() for [text] in llm.chat(conversations, params)] if conversations else []
+        answers = each_alone_on_failure(lambda batch: llm.chat(batch, params), conversations) if conversations else []
+        return [answer if isinstance(answer, Exception) else answer[0].strip() for answer in answers]
 
     def _conversations(self, llm, view: PoolView, prefix: str, tagged: list[tuple[str, float, str | None]]):
         """Answer each query; for more turns, sample a follow-up query after the exchange and answer it."""
@@ -353,7 +360,11 @@ class Magpie(SourceGenerator):
                 for i, (item, next_prefix) in enumerate(zip(live, prefixes)):
                     params = GenerationParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
                                               seed=self._seed(view, 1000 * turn + i), stop=self._stops(llm))
-                    [[raw]] = llm.complete([next_prefix], params)
+                    [sampled] = each_alone_on_failure(lambda prefixes: llm.complete(prefixes, params), [next_prefix])
+                    if isinstance(sampled, Exception):
+                        yield request_failed(sampled, record={"messages": item[0]})
+                        continue
+                    [raw] = sampled
                     text = raw.strip()
                     problem = instruction_problem(text, cfg.min_words) or self._truncated(llm, raw)
                     if problem:
@@ -365,6 +376,9 @@ class Magpie(SourceGenerator):
             answers = self._answer(llm, [messages for messages, _, _ in live])
             kept = []
             for (messages, distance, level), answer in zip(live, answers):
+                if isinstance(answer, Exception):
+                    yield request_failed(answer, record={"messages": messages})
+                    continue
                 if not answer:
                     self.counters["empty responses"] += 1
                     yield Rejected(f"empty response{f' (turn {turn})' if cfg.turns > 1 else ''}",
@@ -402,17 +416,9 @@ def _first_user(record: dict) -> str:
     return next((m["content"] for m in record["messages"] if m["role"] == "user"), "")
 
 
-def _tokenizer(llm):
-    """The model's tokenizer, or None when the backend shows none."""
-    try:
-        return llm.tokenizer
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
 def _tokenizer_attr(llm, name: str) -> str | None:
     """A special-token text of the model's tokenizer (None when the backend shows no tokenizer)."""
-    value = getattr(_tokenizer(llm), name, None)
+    value = getattr(tokenizer_of(llm), name, None)
     return value if isinstance(value, str) and value else None
 
 
