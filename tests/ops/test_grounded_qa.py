@@ -291,6 +291,22 @@ def test_a_token_budget_counts_with_the_models_tokenizer_or_estimates():
     assert [len(c.text.split()) for c in op.chunks(document(text))] == [14, 14, 14]
 
 
+
+class NamedTokenizerMissing(ScriptedLLM):
+    """A server whose named tokenizer (``chat_template_from``) cannot be loaded."""
+
+    @property
+    def tokenizer(self):
+        raise OSError("Can't load tokenizer for 'no-such/model'")
+
+
+def test_a_named_tokenizer_that_cannot_load_is_an_error_not_an_estimate():
+    op = GroundedQA(GroundedQA.Config(chunk_unit="tokens", chunk_size=16), OpContext(models=OneModel(
+        NamedTokenizerMissing([]))))
+    with pytest.raises(OSError, match="no-such/model"):
+        op.chunks(document("Paragraph one has exactly seven words here."))
+    assert not op.counters
+
 # ---- a real run with the bundled model ----------------------------------------------------------
 
 

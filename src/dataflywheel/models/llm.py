@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from dataflywheel.models.errors import ModelFeatureError
 
 Conversation = list[dict]
-__all__ = ["LLM", "Conversation", "Embedder", "GenerationParams", "ModelFeatureError"]
+__all__ = ["LLM", "Conversation", "Embedder", "GenerationParams", "ModelFeatureError", "tokenizer_of"]
 
 
 class GenerationParams(BaseModel):
@@ -31,6 +31,12 @@ class GenerationParams(BaseModel):
     def cacheable(self) -> bool:
         """Greedy or seeded sampling gives the same answer again; unseeded sampling must not be cached."""
         return self.temperature == 0.0 or self.seed is not None
+
+
+def tokenizer_of(llm):
+    """The model's Hugging Face tokenizer, or None where its backend shows none (an OpenAI-compatible server
+    without ``chat_template_from``); callers then estimate. A tokenizer that is named but cannot load raises."""
+    return getattr(llm, "tokenizer", None)
 
 
 def reads_as(token: str, labels: Sequence[str]) -> str | None:

@@ -6,7 +6,7 @@ import math
 
 from jinja2 import TemplateError
 
-from dataflywheel.models.llm import ModelFeatureError
+from dataflywheel.models.llm import ModelFeatureError, tokenizer_of
 from dataflywheel.ops.base import OpConfig, Scorer
 from dataflywheel.ops.registry import register
 from dataflywheel.records import prompt_turns, response_text
@@ -26,7 +26,7 @@ def mean_loss(logprobs: list[float]) -> float:
 
 def truncate(llm, text: str, max_tokens: int) -> str:
     """The first ``max_tokens`` tokens of text (by the model's tokenizer; ~4 characters a token without one)."""
-    tokenizer = getattr(llm, "tokenizer", None)
+    tokenizer = tokenizer_of(llm)
     if tokenizer is None:
         return text[: 4 * max_tokens]
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from dataflywheel.models.llm import GenerationParams
+from dataflywheel.models.llm import GenerationParams, tokenizer_of
 from dataflywheel.models.structured import extract_json
 from dataflywheel.ops.base import Candidate, Generator, GeneratorConfig, NoveltyConfig, Rejected
 from dataflywheel.ops.registry import register
@@ -368,10 +368,7 @@ class GroundedQA(Generator):
         return self._count_tokens
 
     def _token_counter(self) -> Callable[[str], int]:
-        try:
-            tokenizer = self.context.models.llm(self.config.model).tokenizer
-        except (AttributeError, ValueError, OSError):
-            tokenizer = None
+        tokenizer = tokenizer_of(self.context.models.llm(self.config.model))
         if tokenizer is None:
             self.counters["token budget estimated at 4 characters a token (no tokenizer)"] += 1
             return lambda text: (len(text) + 3) // 4
