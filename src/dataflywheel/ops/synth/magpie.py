@@ -360,7 +360,7 @@ class Magpie(SourceGenerator):
                 for i, (item, next_prefix) in enumerate(zip(live, prefixes)):
                     params = GenerationParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
                                               seed=self._seed(view, 1000 * turn + i), stop=self._stops(llm))
-                    [sampled] = each_alone_on_failure(lambda prefixes: llm.complete(prefixes, params), [next_prefix])
+                    [sampled] = each_alone_on_failure(lambda asks: llm.complete(asks, params), [next_prefix])
                     if isinstance(sampled, Exception):
                         yield request_failed(sampled, record={"messages": item[0]})
                         continue
