@@ -4,7 +4,7 @@ import pytest
 
 from dataflywheel.models.cache import CallCache
 from dataflywheel.models.cached import CachedLLM
-from dataflywheel.models.llm import ModelFeatureError
+from dataflywheel.models.llm import ModelFeatureError, tokenizer_of
 from dataflywheel.models.openai_client import ModelRequestError
 from dataflywheel.models.openai_llm import OpenAILLM
 from tests.models.fault_server import FaultServer
@@ -42,6 +42,13 @@ def test_missing_logprobs_is_a_clear_feature_error():
     with FaultServer(["nologprobs"]) as server:
         with pytest.raises(ModelFeatureError, match="no prompt logprobs"):
             client(server).logprobs(["prefix"], [" continuation"])
+
+
+def test_a_server_shows_no_tokenizer_unless_one_is_named_and_says_how_to_name_one():
+    llm = OpenAILLM("m", base_url="http://127.0.0.1:9/v1")
+    assert tokenizer_of(llm) is None and tokenizer_of(CachedLLM(llm, None)) is None  # operators then estimate
+    with pytest.raises(AttributeError, match="set chat_template_from to its tokenizer"):
+        llm.tokenizer  # an operator that needs it (prompt compression) gets this message
 
 
 def test_api_key_is_sent_but_never_logged_or_cached(tmp_path, monkeypatch):

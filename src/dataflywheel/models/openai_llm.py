@@ -228,7 +228,9 @@ class OpenAILLM:
     @property
     def tokenizer(self):
         if self._template_source is None:
-            raise AttributeError("tokenizer")  # getattr(llm, "tokenizer", None) is None: no tokenizer here
+            # an AttributeError, so that tokenizer_of(llm) is None: no tokenizer here
+            raise AttributeError(f"{self.name} shows no tokenizer; set chat_template_from to its tokenizer (a model "
+                                 "name or dir) in the model's options")
         if self._tokenizer is None:
             from dataflywheel.models.tokenizer import load_tokenizer
             self._tokenizer = load_tokenizer(self._template_source)
