@@ -3,7 +3,8 @@
 import pytest
 
 from dataflywheel.models import ModelAuthError, ModelRequestError
-from dataflywheel.ops.isolate import each_alone_on_failure, request_failed
+from dataflywheel.models.llm import ModelFeatureError
+from dataflywheel.ops.isolate import each_alone_on_failure, each_request_alone, request_failed
 
 
 class Calls:
@@ -37,3 +38,13 @@ def test_a_single_item_is_not_asked_twice():
 def test_a_fatal_error_is_raised_not_isolated():
     with pytest.raises(ModelAuthError):
         each_alone_on_failure(Calls(ModelAuthError), [1, -2])
+
+
+def test_a_missing_backend_feature_fails_a_generators_requests_at_once():
+    calls = Calls(ModelFeatureError)
+    with pytest.raises(ModelFeatureError):
+        each_request_alone(calls, [1, -2, 3])
+    assert calls.batches == [[1, -2, 3]]  # no item asked again: every one would fail alike
+    assert [type(r) for r in each_request_alone(Calls(), [1, -2])] == [int, ModelRequestError]
+    # record by record, as operators apply to batches, it stays each record's error
+    assert isinstance(each_alone_on_failure(Calls(ModelFeatureError), [1, -2])[1], ModelFeatureError)

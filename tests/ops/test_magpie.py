@@ -313,9 +313,9 @@ def test_a_request_failing_for_good_loses_only_its_own_query():
                      tag_fails=queries[0], answer_fails=queries[1], followup_fails=queries[2])
     op = Magpie(Magpie.Config(samples=4, turns=2, tag_quality=True), OpContext(seed=0, models=Models(llm)))
     proposals = list(op.propose(view()))
-    failed = [p for p in proposals if isinstance(p, Rejected)]
-    assert {p.reason for p in failed} == {"model request failed: ModelRequestError: HTTP 400: the prompt is too long"}
-    tagging, answering, following = failed
+    tagging, answering, following = [p for p in proposals if isinstance(p, Rejected)]
+    failed = "model request failed: ModelRequestError: HTTP 400: the prompt is too long"
+    assert (tagging.reason, answering.reason, following.reason) == (failed, f"turn 1: {failed}", f"turn 2: {failed}")
     assert tagging.raw == queries[0]
     assert answering.record == {"messages": [{"role": "user", "content": queries[1]}]}
     assert following.record == {"messages": [{"role": "user", "content": queries[2]},

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from dataflywheel.models import ModelRequestError
+from dataflywheel.models.llm import ModelFeatureError
 from dataflywheel.ops import Candidate, OpContext, PoolView, Rejected, get_operator
 from dataflywheel.ops.synth.failure_prompts import clean_instruction
 from dataflywheel.records import make_record
@@ -150,6 +151,21 @@ def test_a_request_failing_for_good_loses_only_its_own_instruction(criterion):
     assert json.loads(peru.raw) == {"instruction": "What is the capital of Peru?", "target_answer": "A good answer.",
                                     **({"reference": "A good answer."} if criterion == "loss" else {})}
     assert len(colour.parents) == len(peru.parents) == 3
+
+
+class NoPromptLogprobs(Scripted):
+    """A server that answers but returns no prompt logprobs (as the OpenAI backend reports it)."""
+
+    def logprobs(self, prefixes, continuations):
+        raise ModelFeatureError("the server returned no prompt logprobs for echo=true")
+
+
+def test_a_backend_without_a_needed_feature_fails_the_round_not_each_instruction():
+    llm = NoPromptLogprobs([[" List the prime numbers below 30.", " Name a colour please now."]])
+    op = FailurePrompts(FailurePrompts.Config(criterion="loss", reference_model="teacher", prompts_per_round=1,
+                                              samples=2), OpContext(seed=1, models=OneModel(llm)))
+    with pytest.raises(ModelFeatureError, match="no prompt logprobs"):
+        list(op.propose(view()))
 
 
 def test_an_unscored_judgement_is_a_reject_with_the_reason_not_a_keep():

@@ -31,7 +31,7 @@ from pydantic import Field
 
 from dataflywheel.models.llm import GenerationParams
 from dataflywheel.ops.base import Candidate, PoolGenerator, PoolGeneratorConfig, PoolView, Rejected
-from dataflywheel.ops.isolate import each_alone_on_failure, request_failed
+from dataflywheel.ops.isolate import each_request_alone, request_failed
 from dataflywheel.ops.registry import register
 from dataflywheel.prompts import render_file
 from dataflywheel.records import instruction_text
@@ -274,7 +274,7 @@ class EvolInstruct(PoolGenerator):
             drawn.append(method)
             prompts.append(evolving_prompt(method, instruction_text(record), rng, cfg.input_formats))
         evolved = []  # (parent record, method, evolved instruction)
-        raws = each_alone_on_failure(lambda asks: llm.chat(asks, sampled), [self._conversation(p) for p in prompts])
+        raws = each_request_alone(lambda asks: llm.chat(asks, sampled), [self._conversation(p) for p in prompts])
         for record, method, answer in zip(chosen, drawn, raws):
             if isinstance(answer, Exception):  # the parent stays in the pool: evolved again next round
                 yield request_failed(answer, [record["id"]])
@@ -293,7 +293,7 @@ class EvolInstruct(PoolGenerator):
         if not evolved:
             return
         answering = sampled.model_copy(update={"max_tokens": cfg.answer_max_tokens})
-        answered = each_alone_on_failure(lambda asks: llm.chat(asks, answering),
+        answered = each_request_alone(lambda asks: llm.chat(asks, answering),
                                          [self._conversation(i) for _, _, i in evolved])
         for (record, method, instruction), answer in zip(evolved, answered):
             if isinstance(answer, Exception):
@@ -331,7 +331,7 @@ class EvolInstruct(PoolGenerator):
         returns the evolutions that pass."""
         prompts = [render_file(PROMPTS / "evol_equal.txt", first=instruction_text(r), second=i) for r, _, i in evolved]
         check = GenerationParams(max_tokens=self.config.check_max_tokens)
-        verdicts = each_alone_on_failure(lambda asks: llm.chat(asks, check), [self._conversation(p) for p in prompts])
+        verdicts = each_request_alone(lambda asks: llm.chat(asks, check), [self._conversation(p) for p in prompts])
         kept = []
         for (record, method, instruction), verdict in zip(evolved, verdicts):
             if isinstance(verdict, Exception):

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from dataflywheel.models.llm import GenerationParams
 from dataflywheel.ops.base import Candidate, PoolGeneratorConfig, PoolView, Rejected, SourceGenerator
-from dataflywheel.ops.isolate import each_alone_on_failure, request_failed
+from dataflywheel.ops.isolate import each_request_alone, request_failed
 from dataflywheel.ops.registry import register
 from dataflywheel.ops.score.ifd import mean_loss
 from dataflywheel.ops.synth.answer_judge import AnswerJudgeConfig, judge_answers
@@ -119,7 +119,7 @@ class FailurePrompts(SourceGenerator):
         proposed: list[tuple[str, list[str]]] = []
         seen: set[str] = set()
         proposer = self.context.models.llm(cfg.model)
-        for samples, chosen in zip(each_alone_on_failure(lambda asks: proposer.complete(asks, params), prompts), shown):
+        for samples, chosen in zip(each_request_alone(lambda asks: proposer.complete(asks, params), prompts), shown):
             parents = [i for i, _ in chosen]
             if isinstance(samples, Exception):
                 yield request_failed(samples, parents)
@@ -186,7 +186,7 @@ class FailurePrompts(SourceGenerator):
         if not live:
             return []
         kept = []
-        for item, result in zip(live, each_alone_on_failure(call, live)):
+        for item, result in zip(live, each_request_alone(call, live)):
             if isinstance(result, Exception):
                 shown = {k: v for k, v in item.items() if k in ("instruction", "target_answer", "reference")}
                 yield request_failed(result, item["parents"], raw=json.dumps(shown, ensure_ascii=False))

@@ -29,7 +29,7 @@ from pydantic import Field
 from dataflywheel.models.llm import GenerationParams, tokenizer_of
 from dataflywheel.models.structured import extract_json
 from dataflywheel.ops.base import Candidate, PoolGeneratorConfig, PoolView, Rejected, SourceGenerator
-from dataflywheel.ops.isolate import each_alone_on_failure, request_failed
+from dataflywheel.ops.isolate import each_request_alone, request_failed
 from dataflywheel.ops.registry import register
 from dataflywheel.prompts import render_file
 
@@ -339,13 +339,13 @@ class Magpie(SourceGenerator):
                 for q in queries]
         tagger = self.context.models.llm(self.config.tagger_model)
         params = GenerationParams(max_tokens=self.config.tag_max_tokens, json_schema=QUALITY_SCHEMA)
-        answers = each_alone_on_failure(lambda batch: tagger.chat(batch, params), asks)
+        answers = each_request_alone(lambda batch: tagger.chat(batch, params), asks)
         return [answer if isinstance(answer, Exception) else parse_input_quality(answer[0]) for answer in answers]
 
     def _answer(self, llm, conversations: list[list[dict]]) -> list[str | Exception]:
         """Each conversation's answer, or the exception where its request failed for good."""
         params = GenerationParams(max_tokens=self.config.response_max_tokens)
-        answers = each_alone_on_failure(lambda batch: llm.chat(batch, params), conversations) if conversations else []
+        answers = each_request_alone(lambda batch: llm.chat(batch, params), conversations) if conversations else []
         return [answer if isinstance(answer, Exception) else answer[0].strip() for answer in answers]
 
     def _conversations(self, llm, view: PoolView, prefix: str, tagged: list[tuple[str, float, str | None]]):
@@ -360,9 +360,9 @@ class Magpie(SourceGenerator):
                 for i, (item, next_prefix) in enumerate(zip(live, prefixes)):
                     params = GenerationParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
                                               seed=self._seed(view, 1000 * turn + i), stop=self._stops(llm))
-                    [sampled] = each_alone_on_failure(lambda asks: llm.complete(asks, params), [next_prefix])
+                    [sampled] = each_request_alone(lambda asks: llm.complete(asks, params), [next_prefix])
                     if isinstance(sampled, Exception):
-                        yield request_failed(sampled, record={"messages": item[0]})
+                        yield _in_turn(turn, request_failed(sampled, record={"messages": item[0]}))
                         continue
                     [raw] = sampled
                     text = raw.strip()
@@ -377,7 +377,8 @@ class Magpie(SourceGenerator):
             kept = []
             for (messages, distance, level), answer in zip(live, answers):
                 if isinstance(answer, Exception):
-                    yield request_failed(answer, record={"messages": messages})
+                    failed = request_failed(answer, record={"messages": messages})
+                    yield _in_turn(turn, failed) if cfg.turns > 1 else failed
                     continue
                 if not answer:
                     self.counters["empty responses"] += 1
@@ -410,6 +411,12 @@ class Magpie(SourceGenerator):
                 this_round.add([text], None if vector is None else vector[None, :])
             reasons.append(reason)
         return reasons
+
+
+def _in_turn(turn: int, rejected: Rejected) -> Rejected:
+    """The reject with the turn it happened in, as the other rejects of a multi-turn conversation say."""
+    rejected.reason = f"turn {turn}: {rejected.reason}"
+    return rejected
 
 
 def _first_user(record: dict) -> str:

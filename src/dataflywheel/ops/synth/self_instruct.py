@@ -23,7 +23,7 @@ from pydantic import Field
 from dataflywheel.algorithms.rouge import RougePool
 from dataflywheel.models.llm import GenerationParams
 from dataflywheel.ops.base import Candidate, PoolGeneratorConfig, PoolView, Rejected, SourceGenerator
-from dataflywheel.ops.isolate import each_alone_on_failure, request_failed
+from dataflywheel.ops.isolate import each_request_alone, request_failed
 from dataflywheel.ops.registry import register
 from dataflywheel.ops.synth.parsing import parse_fields, parse_list
 from dataflywheel.prompts import render_file
@@ -177,7 +177,7 @@ class SelfInstruct(SourceGenerator):
         novel: list[tuple[str, list[Task]]] = []
         round_pool = RougePool()
         pools = [self._novelty_pool(view), round_pool]
-        for listed, shown in zip(each_alone_on_failure(lambda asks: llm.complete(asks, params), prompts), contexts):
+        for listed, shown in zip(each_request_alone(lambda asks: llm.complete(asks, params), prompts), contexts):
             parents = [t.id for t in shown]
             if isinstance(listed, Exception):
                 yield request_failed(listed, parents)
@@ -212,7 +212,7 @@ class SelfInstruct(SourceGenerator):
             template = "self_instruct_output_first.txt" if flag else "self_instruct_input_first.txt"
             prompts.append(render_file(PROMPTS / template, examples=examples, instruction=instruction))
         params = GenerationParams(max_tokens=cfg.instance_max_tokens, stop=("\nTask:", "\n\n\n"))
-        answers = each_alone_on_failure(lambda asks: llm.complete(asks, params), prompts) if prompts else []
+        answers = each_request_alone(lambda asks: llm.complete(asks, params), prompts) if prompts else []
         for (instruction, shown), flag, written in zip(novel, flags, answers):
             parents = [t.id for t in shown]
             if isinstance(written, Exception):
@@ -246,7 +246,7 @@ class SelfInstruct(SourceGenerator):
                    for i in instructions]
         flags = []
         short = GenerationParams(max_tokens=3)
-        for answer in each_alone_on_failure(lambda asks: llm.complete(asks, short), prompts):
+        for answer in each_request_alone(lambda asks: llm.complete(asks, short), prompts):
             if isinstance(answer, Exception):
                 self.counters["classification requests that failed (taken as No)"] += 1
                 flags.append(False)
