@@ -207,3 +207,32 @@ def test_clean_instruction_on_saved_proposals_of_the_bundled_model():
         assert not re.search(r"\binstruction\s*\d+\s*:", text, re.IGNORECASE)
         assert not text.startswith(('"', "'", "Instruction"))
     assert len(proposals) == 15 and sum(bool(t) for t in cleaned) >= 10
+
+
+def test_a_loss_run_on_a_server_without_prompt_logprobs_stops_saying_why(tmp_path):
+    """Through the CLI against an OpenAI-shaped server that answers but gives no prompt logprobs: the step stops
+    after three failed rounds (not max_rounds of paid proposals), naming the missing feature."""
+    from typer.testing import CliRunner
+
+    from dataflywheel.cli import app
+    from tests.models.fault_server import FaultServer
+
+    def answer(body):
+        return "Explain how a rainbow forms after a summer rain shower." if "prompt" in body else "A good answer."
+
+    with FaultServer(rule=lambda body: "nologprobs" if body.get("echo") else None, answer=answer) as server:
+        spec = {"backend": "openai", "model": "m",
+                "options": {"base_url": server.url, "chat_template_from": "smollm2", "backoff": 0.01}}
+        recipe = tmp_path / "recipe.json"
+        recipe.write_text(json.dumps({
+            "output": {"dir": str(tmp_path / "run")}, "cache": str(tmp_path / "calls.sqlite"),
+            "models": {"default": spec, "teacher": spec},
+            "steps": [{"op": "synth.failure_prompts", "criterion": "loss", "reference_model": "teacher",
+                       "target": 4, "max_rounds": 8, "prompts_per_round": 1, "samples": 1}]}))
+        result = CliRunner().invoke(app, ["run", str(recipe), "-q"])
+        proposals = [r["body"]["seed"] for r in server.requests if r["path"] == "/v1/completions"
+                     and not r["body"].get("echo")]
+    assert result.exit_code != 0
+    output = " ".join(result.output.split())
+    assert "3 batches in a row failed entirely" in output and "no prompt logprobs" in output, output
+    assert proposals == [0, 1, 2]  # each round's proposal paid once (its second try comes from the cache)
