@@ -172,7 +172,7 @@ class FailurePrompts(SourceGenerator):
             if reason:
                 yield Rejected(reason, raw=raw, parents=parents)
                 continue
-            messages = [{"role": "user", "content": instruction}]
+            messages = turn(instruction)
             if reference:
                 messages.append({"role": "assistant", "content": reference})
             name = "failure.judge" if cfg.criterion == "judge" else "failure.loss"
